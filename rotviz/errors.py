@@ -1,0 +1,5 @@
+"""The one exception type for problems a user can act on."""
+
+
+class RotvizError(Exception):
+    """A user-facing problem; its message says what to do. The CLI and app show it without a traceback."""
