@@ -1,0 +1,333 @@
+"""The command line: ``python -m rotviz COMMAND``. It parses options into configs and calls the core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.errors import RotvizError
+from rotviz.models import STUDY_MODELS
+from rotviz.rotation import parse_rotations
+from rotviz.store import DEFAULT_STORE, CheckpointStore
+from rotviz.tables import FORMATS, format_table
+
+EXAMPLES = """examples:
+  python -m rotviz train --dataset lfw --root DATA/lfw --model six_layer --epochs 2
+  python -m rotviz evaluate --dataset lfw --root DATA/lfw --model six_layer --epochs 2 --json acc.json
+  python -m rotviz accuracy-table --study studies/shared.toml --format markdown
+  python -m rotviz download coco --dest DATA/coco --categories cat,dog
+"""
+
+
+def add_data_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
+    g = p.add_argument_group("data")
+    if not multi:
+        g.add_argument(
+            "--dataset",
+            default="demo",
+            help="lfw, coco, cityscapes, folder or demo (default: demo)",
+        )
+    g.add_argument(
+        "--root",
+        action="append" if multi else "store",
+        help="dataset folder" + (" (NAME=PATH, repeatable)" if multi else ""),
+    )
+    g.add_argument(
+        "--ann",
+        action="append" if multi else "store",
+        help="COCO instances json" + (" (NAME=PATH)" if multi else ""),
+    )
+    g.add_argument(
+        "--categories",
+        action="append" if multi else "store",
+        default=None,
+        help="COCO categories to keep, names or ids, e.g. cat,dog"
+        + (" (NAME=LIST)" if multi else ""),
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.25,
+        help="test share where the dataset has no split (default 0.25)",
+    )
+    g.add_argument(
+        "--resize",
+        choices=["stretch", "center-crop"],
+        default="stretch",
+        help="stretch to 128x128 (the study) or crop the centre square first",
+    )
+    g.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="use at most this many images per split (quick runs)",
+    )
+
+
+def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
+    g = p.add_argument_group("training (defaults: the study's preset)")
+    if not multi:
+        g.add_argument(
+            "--model",
+            default="six_layer",
+            help="six_layer, efficientnet_b0, mobilenet_v2 or any timm name",
+        )
+    d = TrainConfig()
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"images per step, each at all rotations (default {d.batch_size})",
+    )
+    g.add_argument("--lr", type=float, default=d.lr, help=f"RMSprop learning rate (default {d.lr})")
+    g.add_argument(
+        "--momentum",
+        type=float,
+        default=d.momentum,
+        help=f"RMSprop momentum (default {d.momentum})",
+    )
+    g.add_argument(
+        "--lr-step",
+        type=int,
+        default=d.lr_step,
+        help=f"decay the lr every N epochs (default {d.lr_step})",
+    )
+    g.add_argument(
+        "--lr-gamma",
+        type=float,
+        default=d.lr_gamma,
+        help=f"lr decay factor (default {d.lr_gamma}, no decay, as the study lists)",
+    )
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--rotations", default="0,90,180,270", help="angles in degrees (default 0,90,180,270)"
+    )
+    g.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        help="train on shuffled rotation labels (data-randomisation baseline)",
+    )
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument(
+        "--store", default=str(DEFAULT_STORE), help=f"checkpoint folder (default {DEFAULT_STORE})"
+    )
+    g.add_argument(
+        "--half", action="store_true", help="store weights in float16 (loaded back as float32)"
+    )
+
+
+def named(values: list[str] | None, dataset: str) -> str | None:
+    """Pick NAME=VALUE for dataset from repeated options; a bare VALUE applies to every dataset."""
+    for v in values or []:
+        name, sep, rest = v.partition("=")
+        if sep and name == dataset:
+            return rest
+        if not sep:
+            return v
+    return None
+
+
+def data_config(
+    args: argparse.Namespace, dataset: str | None = None, multi: bool = False
+) -> DataConfig:
+    dataset = dataset or args.dataset
+    pick = (lambda vals: named(vals, dataset)) if multi else (lambda v: v)
+    cats = pick(args.categories)
+    return DataConfig(
+        dataset=dataset,
+        root=pick(args.root),
+        ann=pick(args.ann),
+        categories=tuple(c.strip() for c in cats.split(",") if c.strip()) if cats else (),
+        test_fraction=args.test_fraction,
+        resize=args.resize,
+        max_images=args.max_images,
+    )
+
+
+def train_config(args: argparse.Namespace, model: str | None = None) -> TrainConfig:
+    return TrainConfig(
+        model=model or args.model,
+        rotations=parse_rotations(args.rotations),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        lr_step=args.lr_step,
+        lr_gamma=args.lr_gamma,
+        seed=args.seed,
+        shuffle_labels=args.shuffle_labels,
+    )
+
+
+def log(msg: str) -> None:
+    print(f"[rotviz] {msg}", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rotviz.pipeline import train_or_load
+
+    outcome = train_or_load(
+        data_config(args),
+        train_config(args),
+        CheckpointStore(args.store),
+        args.device,
+        log=log,
+        half=args.half,
+    )
+    card = outcome.checkpoint.card
+    test = card["metrics"]["test"]
+    print(
+        f"{card['name']}: test rotation accuracy {test['trained']['accuracy']:.1%} "
+        f"(random twin {test['random']['accuracy']:.1%}), {card['epochs_done']} epochs"
+        + (" [from the store]" if outcome.from_store else "")
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rotviz.pipeline import evaluate_pair, load_split, train_or_load
+    from rotviz.train import resolve_device
+
+    data, tcfg = data_config(args), train_config(args)
+    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), args.device, log=log)
+    _, test = load_split(data, "test")
+    device = resolve_device(args.device)
+    trained, random = evaluate_pair(outcome.checkpoint.model, test, tcfg, device)
+    result = {
+        "checkpoint": outcome.checkpoint.card["name"],
+        "dataset": data.dataset,
+        "model": tcfg.model,
+        "n_test_images": len(test),
+        "trained": trained.to_dict(),
+        "random": random.to_dict(),
+    }
+    for who, ev in (("trained", trained), ("random", random)):
+        per = ", ".join(
+            f"{d}°: {a:.1%}" for d, a in zip(ev.rotations_degrees, ev.per_rotation, strict=True)
+        )
+        print(f"{who:8s} accuracy {ev.accuracy:.1%}  ({per})")
+        print("         confusion (rows true, columns predicted):")
+        for deg, row in zip(ev.rotations_degrees, ev.confusion, strict=True):
+            print(f"         {deg:>4}° " + " ".join(f"{v:6d}" for v in row))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        log(f"wrote {args.json}")
+    return 0
+
+
+def study_for_tables(args: argparse.Namespace):
+    from rotviz.study import Study, load_study
+
+    if args.study:
+        return load_study(args.study)
+    if not args.datasets:
+        raise RotvizError("give --study FILE, or --datasets with --root NAME=PATH options")
+    datasets = {name: data_config(args, name, multi=True) for name in args.datasets.split(",")}
+    models = tuple(args.models.split(",")) if args.models else STUDY_MODELS
+    tcfg = train_config(args, models[0])
+    train = {k: v for k, v in vars(tcfg).items() if k != "model"}
+    train["rotations"] = [90 * k for k in tcfg.rotations]
+    return Study(None, datasets, models, train)
+
+
+def cmd_accuracy_table(args: argparse.Namespace) -> int:
+    from rotviz.study import accuracy_table
+
+    study = study_for_tables(args)
+    datasets = args.datasets.split(",") if args.datasets else None
+    models = args.models.split(",") if args.models else None
+    df = accuracy_table(study, CheckpointStore(args.store), args.device, log, datasets, models)
+    text = format_table(df, args.format, caption="Test rotation accuracy (%)")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from rotviz import download
+
+    dest = Path(args.dest)
+    if args.name == "lfw":
+        root = download.download_lfw(dest)
+        print(f"LFW ready: use --dataset lfw --root {root}")
+    elif args.name == "coco":
+        cats = tuple(c for c in args.categories.split(",") if c)
+        images, ann = download.download_coco(dest, categories=cats)
+        print(
+            f"COCO ready: use --dataset coco --root {images} --ann {ann} --categories {args.categories}"
+        )
+    else:
+        print(download.CITYSCAPES_INSTRUCTIONS)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rotviz",
+        description="Self-supervised rotation prediction: train, evaluate, and compare saliency of trained vs random networks.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a rotation predictor (or serve it from the store)")
+    add_data_options(p)
+    add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="rotation accuracy, per rotation and confusion, trained vs random"
+    )
+    add_data_options(p)
+    add_train_options(p)
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "accuracy-table",
+        help="rotation accuracy table, datasets x models (trains what the store lacks)",
+    )
+    p.add_argument("--study", help="study TOML file (datasets, roots, models, settings)")
+    p.add_argument("--datasets", help="comma-separated dataset names (default: all in the study)")
+    p.add_argument("--models", help=f"comma-separated models (default: {','.join(STUDY_MODELS)})")
+    add_data_options(p, multi=True)
+    add_train_options(p, multi=True)
+    p.add_argument("--format", choices=FORMATS, default="markdown")
+    p.add_argument("--out", help="also write the table to this file")
+    p.set_defaults(func=cmd_accuracy_table)
+
+    p = sub.add_parser(
+        "download", help="download a dataset (lfw, coco) or print how to get cityscapes"
+    )
+    p.add_argument("name", choices=["lfw", "coco", "cityscapes"])
+    p.add_argument("--dest", default="data", help="destination folder (default: data)")
+    p.add_argument(
+        "--categories",
+        default="cat,dog",
+        help="COCO categories whose images are fetched (default cat,dog)",
+    )
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user-facing errors are printed without a traceback (exit 2)."""
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"[rotviz] warning: {msg}\n"
+    try:
+        return args.func(args)
+    except RotvizError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; finished epochs are saved, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,285 @@
+"""Checkpoint store: safetensors weights plus a JSON card, keyed by a hash of the full config.
+
+Files in the store folder (default ``checkpoints/``), for a checkpoint named N:
+``N.safetensors`` + ``N.json`` (finished), ``N.partial.safetensors`` + ``N.partial.json``
+(the last finished epoch of a run in progress, with optimiser state, for resume), and
+``N.lock`` while a process trains it. Every write goes to a temporary file renamed into
+place, weights before the card; the card carries the weights' SHA-256, so a torn or
+corrupt pair is detected on load. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock, Timeout
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from rotviz import __version__
+from rotviz.config import DataConfig, TrainConfig, stable_hash
+from rotviz.errors import RotvizError
+from rotviz.models import RotationNet, build_model
+from rotviz.train import EpochResult, TrainState
+
+DEFAULT_STORE = Path(os.environ.get("ROTVIZ_STORE", "checkpoints"))
+OPT_PREFIX = "optimizer."
+
+
+def checkpoint_key(data: DataConfig, train: TrainConfig, fingerprint: str) -> str:
+    """The store key: data identity (no local paths), training recipe, dataset content."""
+    return stable_hash(data.identity(), train, fingerprint)
+
+
+def checkpoint_name(data: DataConfig, train: TrainConfig, key: str) -> str:
+    """A readable file stem, e.g. ``lfw-six_layer-e10-1a2b3c4d5e6f7a8b``."""
+    return f"{data.dataset}-{train.model}-e{train.epochs}-{key}"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, float32) and its card."""
+
+    model: RotationNet
+    card: dict[str, Any]
+    path: Path
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return train_config_from_card(self.card)
+
+    @property
+    def data_config(self) -> DataConfig:
+        return data_config_from_card(self.card)
+
+
+def train_config_from_card(card: dict[str, Any]) -> TrainConfig:
+    d = dict(card["train_config"])
+    d["rotations"] = tuple(d["rotations"])
+    return TrainConfig(**d)
+
+
+def data_config_from_card(card: dict[str, Any]) -> DataConfig:
+    d = dict(card["data_config"])
+    d["categories"] = tuple(d["categories"])
+    return DataConfig(**d)
+
+
+def library_versions() -> dict[str, str]:
+    import timm
+    import torchvision
+
+    return {
+        "rotviz": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def new_card(data: DataConfig, train: TrainConfig, key: str, fingerprint: str) -> dict[str, Any]:
+    """The JSON card of a checkpoint about to be trained."""
+    return {
+        "name": checkpoint_name(data, train, key),
+        "key": key,
+        "dataset": data.dataset,
+        "model": train.model,
+        "data_config": dataclasses.asdict(data),
+        "train_config": dataclasses.asdict(train),
+        "dataset_fingerprint": fingerprint,
+        "epochs_done": 0,
+        "history": [],
+        "metrics": {},
+        "versions": library_versions(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser state_dict into tensors (for safetensors) and JSON-able rest."""
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for idx, slots in state["state"].items():
+        meta["state"][str(idx)] = {}
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{OPT_PREFIX}{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                meta["state"][str(idx)][name] = value
+    return tensors, meta
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {int(i): dict(v) for i, v in meta["state"].items()}
+    for name, value in tensors.items():
+        idx, slot = name[len(OPT_PREFIX) :].split(".", 1)
+        state.setdefault(int(idx), {})[slot] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class CheckpointStore:
+    """A folder of checkpoints; see the module docstring for the file layout."""
+
+    def __init__(self, root: str | Path = DEFAULT_STORE):
+        self.root = Path(root)
+
+    def paths(self, name: str, partial: bool = False) -> tuple[Path, Path]:
+        stem = f"{name}.partial" if partial else name
+        return self.root / f"{stem}.safetensors", self.root / f"{stem}.json"
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Held while one process trains a checkpoint; another asking for it waits, then reuses."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / f"{name}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"[rotviz] {name} is being trained by another process; waiting", file=sys.stderr)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def write(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        card: dict[str, Any],
+        partial: bool = False,
+        optimizer_state: dict | None = None,
+        half: bool = False,
+    ) -> Path:
+        """Save weights (optionally float16) then the card, each atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        weights_path, card_path = self.paths(name, partial)
+        tensors = {}
+        for k, v in model.state_dict().items():
+            v = v.detach().cpu().contiguous()
+            tensors[k] = v.half() if half and v.is_floating_point() else v
+        card = dict(card, weights_dtype="float16" if half else "float32")
+        if optimizer_state is not None:
+            opt_tensors, card["optimizer"] = optimizer_to_tensors(optimizer_state)
+            tensors.update(opt_tensors)
+        blob = save_safetensors(tensors)
+        card["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+        card["saved"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_bytes(weights_path, blob)
+        atomic_write_bytes(card_path, json.dumps(card, indent=2, default=str).encode())
+        if not partial:
+            for p in self.paths(name, partial=True):
+                p.unlink(missing_ok=True)
+        return weights_path
+
+    def read(
+        self, name: str, partial: bool = False
+    ) -> tuple[RotationNet, dict, dict | None] | None:
+        """(model, card, optimizer_state) or None if absent; a corrupt pair is reported and set aside."""
+        weights_path, card_path = self.paths(name, partial)
+        if not card_path.exists() and not weights_path.exists():
+            return None
+        try:
+            card = json.loads(card_path.read_text())
+            blob = weights_path.read_bytes()
+            if hashlib.sha256(blob).hexdigest() != card.get("weights_sha256"):
+                raise ValueError("the weights do not match the SHA-256 in the card")
+            tensors = load_safetensors(blob)
+            opt_tensors = {k: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
+            weights = {
+                k: v.float() if v.is_floating_point() else v
+                for k, v in tensors.items()
+                if k not in opt_tensors
+            }
+            cfg = train_config_from_card(card)
+            model = build_model(cfg.model, len(cfg.rotations), cfg.seed)
+            model.load_state_dict(weights)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+            self.set_aside(name, partial, str(err))
+            return None
+        optimizer_state = (
+            optimizer_from_tensors(opt_tensors, card["optimizer"]) if "optimizer" in card else None
+        )
+        return model.eval(), card, optimizer_state
+
+    def set_aside(self, name: str, partial: bool, reason: str) -> None:
+        """Rename a corrupt pair to *.corrupt so it is retrained, and say so."""
+        warnings.warn(
+            f"checkpoint {name}{' (partial)' if partial else ''} is corrupt ({reason}); it will be retrained",
+            stacklevel=3,
+        )
+        for p in self.paths(name, partial):
+            if p.exists():
+                os.replace(p, p.with_name(p.name + ".corrupt"))
+
+    def load(self, name: str) -> Checkpoint | None:
+        """The finished checkpoint called name, or None."""
+        got = self.read(name)
+        if got is None:
+            return None
+        model, card, _ = got
+        return Checkpoint(model, card, self.paths(name)[0])
+
+    def load_file(self, card_path: str | Path) -> Checkpoint:
+        """Load a finished checkpoint from its card's path (any store folder)."""
+        card_path = Path(card_path)
+        store = CheckpointStore(card_path.parent)
+        name = card_path.name.removesuffix(".json")
+        ckpt = store.load(name)
+        if ckpt is None:
+            raise RotvizError(f"checkpoint {card_path} is missing or corrupt")
+        return ckpt
+
+    def resume_state(self, name: str) -> tuple[RotationNet, TrainState, dict] | None:
+        """Model, TrainState and card of an interrupted run, or None."""
+        got = self.read(name, partial=True)
+        if got is None:
+            return None
+        model, card, opt = got
+        history = [EpochResult(**h) for h in card.get("history", [])]
+        return model, TrainState(card["epochs_done"], opt, history), card
+
+    def cards(self) -> list[dict[str, Any]]:
+        """Cards of all finished checkpoints, newest first."""
+        out = []
+        for p in sorted(self.root.glob("*.json")):
+            if p.name.endswith(".partial.json"):
+                continue
+            try:
+                card = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if "key" in card and "train_config" in card:
+                card["card_path"] = str(p)
+                out.append(card)
+        return sorted(out, key=lambda c: c.get("saved", ""), reverse=True)

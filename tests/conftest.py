@@ -1,0 +1,41 @@
+"""Shared fixtures: real images from skimage.data, the optional ../shared/data, isolated caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own preprocessing cache and store unless it asks otherwise."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("ROTVIZ_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def real_images() -> np.ndarray:
+    """Eight real photographs from skimage.data, uint8 (8, 3, 128, 128)."""
+    from skimage import data
+    from skimage.transform import resize
+
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    gray = [data.camera(), data.moon(), data.coins(), data.page()]
+    out = []
+    for img in photos + [np.stack([g] * 3, -1) for g in gray]:
+        small = resize(img, (128, 128), anti_aliasing=True, preserve_range=True).astype(np.uint8)
+        out.append(small.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present (real data lives beside the repo, not in it)")
+    return path
