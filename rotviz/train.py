@@ -91,7 +91,7 @@ def train(
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
     loss_fn = nn.CrossEntropyLoss()
-    data = torch.from_numpy(np.ascontiguousarray(images))
+    data = torch.from_numpy(np.array(images))  # one copy in RAM: memmaps are read-only
     if device.type == "cuda":
         data = data.pin_memory()
     steps = math.ceil(len(data) / cfg.batch_size)
