@@ -249,6 +249,138 @@ def cmd_accuracy_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from rotviz import figures
+    from rotviz.goodness import goodness_run, sweeps
+    from rotviz.metrics import parse_threshold
+    from rotviz.pipeline import load_split, train_or_load
+    from rotviz.saliency import SaliencyConfig
+    from rotviz.study import default_threshold, resolve_categories
+    from rotviz.train import resolve_device
+
+    data, tcfg = data_config(args), train_config(args)
+    device = resolve_device(args.device)
+    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), device, log=log).checkpoint
+    sal = SaliencyConfig(
+        layer=args.layer,
+        neurons=args.neurons,
+        method=args.method,
+        aggregate=args.aggregate,
+        rotations=tcfg.rotations,
+    )
+    threshold = (
+        parse_threshold(args.threshold)
+        if args.threshold
+        else default_threshold(args.layer, tcfg.model)
+    )
+    ds, test = load_split(data, "test")
+    keep = resolve_categories(ds, [c for c in (args.box_categories or "").split(",") if c])
+    log(
+        f"saliency of {len(test)} test images, trained and random twin ({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
+    )
+    run = goodness_run(
+        ckpt,
+        test,
+        sal,
+        threshold,
+        device,
+        keep,
+        not args.no_crowd,
+        progress=progress_printer("maps"),
+    )
+    if run.summary["warning"]:
+        log(f"warning: {run.summary['warning']}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run.rows.to_csv(out / "goodness.csv", index=False)
+    sweep = sweeps(run) if run.summary["n_scored"] else None
+    if sweep is not None:
+        sweep.to_csv(out / "sweep.csv", index=False)
+        fig = figures.sweep_figure(
+            sweep[sweep.network == "trained"], sweep[sweep.network == "random"]
+        )
+        figures.save_figure(fig, out / "sweep", formats=args.figure_formats.split(","))
+    summary = {
+        **run.summary,
+        "settings": {"data": vars(data), "train": vars(tcfg)},
+        "card": ckpt.card,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    written = 0
+    for i in range(len(test)):
+        if written >= args.figures:
+            break
+        if not run.masks[i].any():
+            continue
+        fig = figures.trained_vs_random_figure(
+            test.images[i].transpose(1, 2, 0),
+            test.boxes[i],
+            run.maps_trained[i],
+            run.maps_random[i],
+            threshold.mask(run.maps_trained[i], run.masks[i]),
+            threshold.mask(run.maps_random[i], run.masks[i]),
+            run.rows.q_trained[i],
+            run.rows.q_random[i],
+            title=f"{test.records[i].relpath} ({threshold.describe()})",
+        )
+        figures.save_figure(
+            fig, out / f"figure_{written:03d}", formats=args.figure_formats.split(",")
+        )
+        written += 1
+    s = run.summary
+    print(
+        f"mean Q (IoU of thresholded map and boxes) at {s['threshold']}: trained {fmt_pct(s['mean_q_trained'])}, "
+        f"random {fmt_pct(s['mean_q_random'])} over {s['n_scored']} images with boxes "
+        f"({s['n_without_boxes']} without); wrote {out}/goodness.csv, summary.json"
+        + (", sweep.*" if sweep is not None else "")
+        + (f", {written} figures" if written else "")
+    )
+    return 0
+
+
+def fmt_pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def progress_printer(what: str):
+    from tqdm import tqdm
+
+    bar = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=what, file=sys.stderr, leave=False)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+def cmd_goodness_table(args: argparse.Namespace) -> int:
+    from rotviz.study import goodness_tables, load_study
+
+    study = load_study(args.study)
+    tables = goodness_tables(
+        study,
+        CheckpointStore(args.store),
+        args.device,
+        log,
+        args.models.split(",") if args.models else None,
+    )
+    parts = [
+        format_table(df, args.format, caption=f"Mean goodness Q (%) on the test set, {layer} layer")
+        for layer, df in tables.items()
+    ]
+    text = "\n".join(parts)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from rotviz import download
 
@@ -301,6 +433,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_accuracy_table)
+
+    p = sub.add_parser(
+        "saliency", help="saliency maps trained vs random on the test split, goodness Q per image"
+    )
+    add_data_options(p)
+    add_train_options(p)
+    g = p.add_argument_group("saliency")
+    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
+    g.add_argument(
+        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
+    )
+    g.add_argument(
+        "--method",
+        default="saliency",
+        help="saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
+    )
+    g.add_argument(
+        "--aggregate",
+        choices=["none", "mean", "max"],
+        default="none",
+        help="combine the maps of the image at each rotation (rotated back)",
+    )
+    g.add_argument(
+        "--threshold",
+        help="8e-4 (absolute lambda), pct:95 or box-area (default: the study's lambda)",
+    )
+    g.add_argument(
+        "--box-categories",
+        help="only boxes of these categories form the mask (default: all annotated objects)",
+    )
+    g.add_argument(
+        "--no-crowd", action="store_true", help="leave COCO crowd regions out of the box mask"
+    )
+    g.add_argument("--out", default="sal", help="output folder (default sal/)")
+    g.add_argument("--figures", type=int, default=0, help="write N trained|random overlay figures")
+    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("goodness-table", help="the study's two goodness tables from a study file")
+    p.add_argument("--study", required=True, help="study TOML file, e.g. studies/shared.toml")
+    p.add_argument("--models", help="comma-separated subset of the study's models")
+    p.add_argument("--format", choices=FORMATS, default="markdown")
+    p.add_argument("--out", help="also write the tables to this file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.set_defaults(func=cmd_goodness_table)
 
     p = sub.add_parser(
         "download", help="download a dataset (lfw, coco) or print how to get cityscapes"

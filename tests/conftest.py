@@ -39,3 +39,20 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present (real data lives beside the repo, not in it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory):
+    """A store holding a six-layer net trained 1 epoch on the demo set (built once per session)."""
+    from rotviz.config import DataConfig, TrainConfig
+    from rotviz.pipeline import train_or_load
+    from rotviz.store import CheckpointStore
+
+    root = tmp_path_factory.mktemp("demo_store")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROTVIZ_CACHE", str(root / "cache"))
+    store = CheckpointStore(root / "checkpoints")
+    data, train = DataConfig("demo"), TrainConfig(epochs=1, batch_size=32)
+    outcome = train_or_load(data, train, store, "cpu", log=lambda m: None)
+    yield store, data, train, outcome.checkpoint
+    mp.undo()

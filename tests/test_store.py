@@ -24,7 +24,10 @@ def test_round_trip_restores_weights_exactly(tmp_path):
     _, card = card_for(TrainConfig(epochs=1, seed=3))
     store.write(card["name"], model, card)
     ckpt = store.load(card["name"])
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ckpt.model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), ckpt.model.state_dict().values(), strict=True)
+    )
     assert ckpt.card["weights_sha256"] and ckpt.card["versions"]["torch"] == torch.__version__
     assert not ckpt.model.training
 
