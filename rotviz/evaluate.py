@@ -41,9 +41,7 @@ def rotation_logits(
     model.eval().to(device)
     all_logits, all_labels = [], []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(
-            device
-        )
+        batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
         x, y = rotation_batch(batch, rotations)
         all_logits.append(model(normalize(x)).float().cpu())
         all_labels.append(y.cpu())

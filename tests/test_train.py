@@ -1,3 +1,4 @@
+import contextlib
 import copy
 
 import torch
@@ -40,14 +41,14 @@ def test_resuming_after_an_epoch_equals_an_uninterrupted_run(real_images):
 
     def stop_after_first(state, optimizer):
         saved["weights"] = weights(model)
-        saved["state"] = TrainState(state.epochs_done, copy.deepcopy(optimizer.state_dict()), list(state.history))
+        saved["state"] = TrainState(
+            state.epochs_done, copy.deepcopy(optimizer.state_dict()), list(state.history)
+        )
         raise KeyboardInterrupt
 
     model = build_model("six_layer", 4, 0)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         train(model, real_images, cfg, CPU, on_epoch_end=stop_after_first)
-    except KeyboardInterrupt:
-        pass
     resumed = build_model("six_layer", 4, 0)
     resumed.load_state_dict(saved["weights"])
     state = train(resumed, real_images, cfg, CPU, state=saved["state"])
@@ -58,7 +59,13 @@ def test_resuming_after_an_epoch_equals_an_uninterrupted_run(real_images):
 
 def test_step_callback_reports_every_step(real_images):
     seen = []
-    train(build_model("six_layer", 4, 0), real_images, TrainConfig(epochs=1, batch_size=3), CPU, on_step=seen.append)
+    train(
+        build_model("six_layer", 4, 0),
+        real_images,
+        TrainConfig(epochs=1, batch_size=3),
+        CPU,
+        on_step=seen.append,
+    )
     assert [s.step for s in seen] == [1, 2, 3] and seen[-1].steps == 3
     assert all(0 <= s.accuracy <= 1 for s in seen)
 
