@@ -1,0 +1,112 @@
+"""Saliency page: one test image, trained vs random maps, thresholded masks and Q."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from rotviz.store import data_config_from_card
+from rotviz.ui import cached, common, explore
+
+common.page_header(
+    "Saliency",
+    "Where does the network look? Saliency maps of the trained network and of its random twin "
+    "(same architecture and seed, untrained) on one test image, thresholded and scored against "
+    "the image's boxes.",
+)
+
+
+@st.fragment
+def threshold_section(
+    card: dict, pair: cached.ModelPair, image, boxes, maps, sweeps, title, settings
+) -> None:
+    """Only this part reruns when the threshold moves: maps stay as they are."""
+    with common.shown_errors("thresholding the maps"):
+        threshold = explore.threshold_widgets("sal", card["model"], settings["layer"])
+        shown = explore.threshold_panel(image, boxes, maps, threshold, sweeps, key="sal")
+        explore.exports(
+            image,
+            boxes,
+            maps,
+            shown,
+            threshold,
+            title,
+            dict(settings, threshold=threshold.describe()),
+            [card],
+            key="sal",
+        )
+
+
+with common.shown_errors("the saliency page"):
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        dataset = common.dataset_select("sal_dataset")
+    with c2:
+        card = common.checkpoint_select("sal_ckpt", dataset)
+    if card is None:
+        st.stop()
+    cfg = cached.viewing_config(card, common.with_local_paths(data_config_from_card(card)))
+    _, split = cached.split(cached.data_key(cfg), cfg)
+
+    only_boxed = st.checkbox("Only images with boxes (Q needs boxes)", value=True, key="sal_boxed")
+    candidates = [i for i in range(len(split)) if not only_boxed or len(split.boxes[i])]
+    if not candidates:
+        st.info(
+            "No test image of this dataset has boxes; showing all images (Q is n/a without boxes)."
+        )
+        candidates = list(range(len(split)))
+    if st.session_state.get("sal_image") not in candidates:
+        st.session_state["sal_image"] = candidates[0]
+    pos = candidates.index(st.session_state["sal_image"])
+    strip = candidates[max(0, pos - 4) : pos + 8]
+    st.image(
+        [explore.render.hwc(split.images[i]) for i in strip],
+        caption=[f"#{i}" + (" ◀" if i == candidates[pos] else "") for i in strip],
+        width=88,
+    )
+    s1, s2 = st.columns([3, 1])
+    index = s1.selectbox(
+        f"Test image ({len(candidates)} to choose from)",
+        candidates,
+        format_func=lambda i: f"#{i}: {split.records[i].relpath} ({len(split.boxes[i])} boxes)",
+        key="sal_image",
+    )
+    s2.button(
+        "Random image",
+        on_click=explore.random_choice,
+        args=(candidates, "sal_image"),
+        key="sal_random",
+    )
+
+    sal_cfg = explore.settings_widgets("sal")
+    pair = cached.model_pair(cached.checkpoint_id(card))
+    explore.warn_method(pair.trained, sal_cfg.method)
+    image, boxes = split.images[index].copy(), split.boxes[index]
+    image_key = f"{cached.data_key(cfg)}:{index}"
+    with st.spinner(f"Computing {sal_cfg.method} maps of the trained and the random network..."):
+        maps = cached.image_maps(
+            cached.checkpoint_id(card), image_key, sal_cfg.key(), pair, image, sal_cfg
+        )
+        sweeps = None
+        if len(boxes):
+            mask = cached.boxes_mask(boxes, image.shape[-1])
+            sweeps = cached.image_sweeps(
+                cached.checkpoint_id(card), image_key, sal_cfg.key(), maps, mask
+            )
+    explore.maps_panel(image, boxes, maps, f"#{index} {split.records[index].relpath}")
+    settings = {
+        "page": "saliency",
+        "dataset": dataset,
+        "checkpoint": card["name"],
+        "image": split.records[index].relpath,
+        **sal_cfg.__dict__,
+    }
+    threshold_section(
+        card,
+        pair,
+        image,
+        boxes,
+        maps,
+        sweeps,
+        f"{card['model']}-{split.records[index].relpath}",
+        settings,
+    )

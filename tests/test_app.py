@@ -1,0 +1,405 @@
+"""The Streamlit app driven by AppTest on a tmp store holding one tiny demo checkpoint.
+
+Every page is run, widgets are changed, and what the page shows (texts, metrics, tables) is
+compared with what the core computes for the same settings.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.errors import RotvizError
+from rotviz.metrics import Percentile, box_mask, format_q, goodness
+from rotviz.models import random_twin
+from rotviz.pipeline import load_split, train_or_load
+from rotviz.rotation import normalize
+from rotviz.saliency import AllNeurons, trained_and_random_maps
+from rotviz.store import CheckpointStore
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TINY_DATA = DataConfig("demo", max_images=16)
+TINY_TRAIN = TrainConfig(epochs=1, batch_size=8)
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="session")
+def app_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A store with one tiny six_layer checkpoint trained on the demo, and a shared cache."""
+    store = tmp_path_factory.mktemp("store")
+    cache = tmp_path_factory.mktemp("app-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROTVIZ_CACHE", str(cache))
+    try:
+        outcome = train_or_load(
+            TINY_DATA, TINY_TRAIN, CheckpointStore(store), "cpu", log=lambda _: None
+        )
+    finally:
+        mp.undo()
+    return {
+        "store": store,
+        "cache": cache,
+        "card": Path(outcome.checkpoint.path).with_suffix(".json"),
+    }
+
+
+@pytest.fixture(autouse=True)
+def app_env(app_dirs, monkeypatch):
+    """Point the app at the tmp store and the session cache (the demo is preprocessed once)."""
+    monkeypatch.setenv("ROTVIZ_STORE", str(app_dirs["store"]))
+    monkeypatch.setenv("ROTVIZ_CACHE", str(app_dirs["cache"]))
+
+
+@pytest.fixture()
+def card(app_dirs) -> dict:
+    return json.loads(app_dirs["card"].read_text())
+
+
+def run_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += (
+        [e.value for e in at.info] + [e.value for e in at.success] + [e.value for e in at.warning]
+    )
+    return "\n".join(parts)
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}: {[m.label for m in at.metric]}"
+    return values[0]
+
+
+# --------------------------------------------------------------------------- home
+
+
+def test_home_lists_demo_and_the_stored_checkpoint(card):
+    at = run_page()
+    assert "Q** = IoU" in texts(at)
+    datasets, checkpoints = at.dataframe[0].value, at.dataframe[1].value
+    assert datasets["dataset"].tolist() == ["demo (embedded)"]
+    assert datasets["test images"].iloc[0] > 9  # 9 photos with boxes + LFW patches
+    row = checkpoints.iloc[0]
+    assert (row["dataset"], row["model"], row["epochs"]) == ("demo", "six_layer", 1)
+    acc = card["metrics"]["test"]["trained"]["accuracy"]
+    assert row["rotation accuracy, trained (%)"] == pytest.approx(100 * acc, abs=0.05)
+    assert not at.error
+
+
+def test_home_reports_a_missing_dataset_path_and_keeps_working(tmp_path):
+    at = run_page()
+    at.selectbox(key="add_kind").set_value("lfw")
+    at.text_input(key="add_root").set_value(str(tmp_path / "nowhere"))
+    at.button(key="add_button").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "does not exist" in at.error[0].value
+    assert at.dataframe[0].value["dataset"].tolist() == ["demo (embedded)"]  # not added
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from skimage import data
+
+    for i, img in enumerate([data.astronaut(), data.chelsea(), data.coffee(), data.rocket()] * 2):
+        Image.fromarray(img).save(folder / f"p{i}.png")
+    at.selectbox(key="add_kind").set_value("folder")
+    at.text_input(key="add_root").set_value(str(folder))
+    at.button(key="add_button").click().run()
+    assert "training and" in at.success[0].value
+    assert "image folder" in at.dataframe[0].value["dataset"].tolist()
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_page_serves_the_stored_checkpoint_then_trains_a_new_one(card):
+    from rotviz.ui.jobs import registry
+
+    at = run_page("pages/train.py")
+    at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_max_images").set_value(16)
+    at.number_input(key="train_bs").set_value(8)
+    at.run()
+    assert "The store has this checkpoint" in at.success[0].value
+    acc = card["metrics"]["test"]["trained"]["accuracy"]
+    assert metric(at, "Rotation accuracy, trained") == f"{acc:.1%}"
+    rnd = card["metrics"]["test"]["random"]["accuracy"]
+    assert metric(at, "Rotation accuracy, random twin") == f"{rnd:.1%}"
+    assert metric(at, "Chance level") == "25.0%"
+
+    at.multiselect(key="train_rotations").set_value([0, 180]).run()  # another checkpoint
+    assert any("Not in the store yet" in i.value for i in at.info)
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert registry().wait_all(timeout=120)
+    at.run()
+    assert "The store has this checkpoint" in at.success[0].value
+    assert metric(at, "Chance level") == "50.0%"  # two rotations
+    conf = [d.value for d in at.dataframe][0]
+    assert conf["rotation"].tolist() == ["0°", "180°"]
+
+
+def test_train_page_rejects_an_unknown_timm_model():
+    at = run_page("pages/train.py")
+    at.selectbox(key="train_model").set_value("other timm model...").run()
+    at.text_input(key="train_model-timm").set_value("no_such_net_xyz").run()
+    assert not at.exception
+    assert "timm has no model called 'no_such_net_xyz'" in at.error[0].value
+
+
+# --------------------------------------------------------------------------- saliency
+
+
+def expected_q(card: dict, index: int, p: float) -> tuple[float, float]:
+    """Q of trained and random at percentile p, computed with the core alone."""
+    ckpt = CheckpointStore().load_file(card["card_path"])
+    twin = random_twin(ckpt.model, ckpt.train_config.seed)
+    _, split = load_split(DataConfig("demo"), "test")
+    x = normalize(torch.from_numpy(split.images[index : index + 1].copy()))
+    maps = trained_and_random_maps(
+        ckpt.model,
+        twin,
+        x,
+        "rotation",
+        AllNeurons(),
+        aggregate="mean",
+        model_rotations=(0, 1, 2, 3),
+    )
+    mask = box_mask(split.boxes[index], (128, 128))
+    return tuple(goodness(Percentile(p).mask(m[0].numpy()), mask) for m in maps)
+
+
+def test_saliency_page_shows_q_and_follows_the_threshold(app_dirs):
+    at = run_page("pages/saliency.py")
+    at.selectbox(key="sal_ckpt").set_value(str(app_dirs["card"])).run()  # the fixture's checkpoint
+    assert metric(at, "Q, trained").endswith("%")
+    index = at.selectbox(key="sal_image").value
+    assert at.selectbox(key="sal_image").options[0].startswith(f"#{index}: ")
+    assert at.selectbox(key="sal_image").options[0].endswith("boxes)")
+    card = json.loads(app_dirs["card"].read_text()) | {"card_path": str(app_dirs["card"])}
+    at.radio(key="sal-mode").set_value("percentile").run()
+    for p in (50.0, 97.5):
+        at.slider(key="sal-pct").set_value(p).run()
+        q_t, q_r = expected_q(card, index, p)
+        assert metric(at, "Q, trained") == format_q(q_t)
+        assert metric(at, "Q, random twin") == format_q(q_r)
+    assert "Q = IoU of the thresholded saliency map and the box mask" in texts(at)
+    assert len(at.get("plotly_chart")) == 1  # this image's Q-vs-threshold curve
+
+    at.radio(key="sal-mode").set_value("box-area").run()
+    assert metric(at, "Q, trained").endswith("%")
+    last = len(at.selectbox(key="sal_image").options) - 1
+    at.selectbox(key="sal_image").select_index(last).run()
+    assert not at.exception and metric(at, "Q, trained").endswith("%")
+
+
+def test_saliency_page_explains_impossible_settings():
+    at = run_page("pages/saliency.py")
+    at.radio(key="sal-layer").set_value("embedding").run()
+    at.selectbox(key="sal-neurons").set_value("predicted").run()
+    assert not at.exception
+    assert "no meaning on the embedding layer" in at.error[0].value
+    at.selectbox(key="sal-neurons").set_value("indices").run()
+    at.text_input(key="sal-indices").set_value("3, 999").run()
+    assert "neuron 999 does not exist" in at.error[0].value
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_metrics_page_tables(card, app_dirs):
+    at = run_page("pages/metrics.py")
+    at.multiselect(key="met_ckpts").set_value([str(app_dirs["card"])]).run()
+    acc = at.dataframe[0].value
+    row = acc[(acc["dataset"] == "demo") & (acc["model"] == "six_layer")].iloc[0]
+    newest = CheckpointStore(app_dirs["store"]).cards()[0]  # the table shows the newest per pair
+    assert row["ours, trained (%)"] == pytest.approx(
+        100 * newest["metrics"]["test"]["trained"]["accuracy"], abs=0.05
+    )
+    published = acc[(acc["dataset"] == "lfw") & (acc["model"] == "six_layer")].iloc[0]
+    assert published["published, trained (%)"] == 98.0
+
+    at.selectbox(key="met_mode").set_value("percentile").run()
+    at.slider(key="met_pct").set_value(90.0)
+    at.button(key="met_compute").click().run()
+    assert not at.exception and not at.error
+    good = at.dataframe[1].value
+    assert good["layer"].tolist() == ["rotation", "embedding"]
+    assert (good["images with boxes"] == 9).all()  # the demo's nine photographs
+    assert good["threshold"].tolist() == ["pct:90", "pct:90"]
+    assert good["mean Q, trained (%)"].between(0, 100).all()
+    assert len(at.get("plotly_chart")) == 1  # the dataset sweep
+
+
+# --------------------------------------------------------------------------- your images
+
+
+def jpeg_bytes(img: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def test_your_images_upload_predicts_and_scores(app_dirs):
+    from skimage import data
+
+    at = run_page("pages/your_images.py")
+    at.selectbox(key="up_ckpt").set_value(str(app_dirs["card"])).run()
+    assert "Upload one or more images" in texts(at)
+    at.radio(key="up_box_mode").set_value("type numbers").run()
+    at.file_uploader(key="up_files").set_value(
+        [
+            ("chelsea.jpg", jpeg_bytes(data.chelsea()), "image/jpeg"),
+            ("notes.png", b"this is not an image", "image/png"),
+        ]
+    ).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "notes.png: not an image file Pillow can read (wrong extension or corrupt)"
+    ]
+    probs = at.dataframe[0].value
+    assert list(probs.index) == [f"image turned {d}°" for d in (0, 90, 180, 270)]
+    p_cols = [c for c in probs.columns if c.startswith("P(")]
+    assert np.allclose(probs[p_cols].sum(axis=1), 100, atol=0.3)
+    assert metric(at, "Q, trained") == "n/a (no boxes)"
+
+    at.text_area(key="up_boxes_0").set_value("140, 40, 330, 290").run()  # the cat's head
+    assert not at.error[1:]
+    assert metric(at, "Q, trained").endswith("%") and metric(at, "Q, trained") != "n/a (no boxes)"
+    at.text_area(key="up_boxes_0").set_value("1, 2, 3").run()
+    assert "write four numbers" in " ".join(e.value for e in at.error)
+
+
+# --------------------------------------------------------------------------- upload handler
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data): the decompression-bomb case."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("a.png", lambda: b"GIF89a not really", "not an image file"),
+        ("b.jpg", lambda: b"", "the file is empty"),
+        ("c.jpg", lambda: jpeg_bytes(_noise((300, 400, 3)))[:5000], "(?i)truncated"),
+        ("d.png", lambda: png_header_only(20000, 20000), "20000 x 20000"),
+        ("e.png", lambda: _png(np.zeros((1, 1), np.uint8)), "1 x 1"),
+    ],
+)
+def test_read_upload_rejects_bad_files_with_one_message(name, make, message):
+    from rotviz.ui.uploads import read_upload
+
+    with pytest.raises(RotvizError, match=message) as err:
+        read_upload(name, make())
+    assert str(err.value).startswith(f"{name}: ")
+
+
+def _noise(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_read_upload_converts_16bit_cmyk_and_applies_exif():
+    from skimage import data
+
+    from rotviz.ui.uploads import read_upload
+
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
+    up16 = read_upload("deep.png", _png(ramp))
+    assert up16.pixels.shape == (3, 128, 128) and up16.pixels.dtype == np.uint8
+    assert up16.pixels.max() > 200  # scaled from 16 bits, not clipped to 255 everywhere
+    assert up16.pixels.min() < 10
+
+    buf = io.BytesIO()
+    Image.fromarray(data.chelsea()).convert("CMYK").save(buf, "JPEG")
+    cmyk = read_upload("cmyk.jpg", buf.getvalue())
+    assert cmyk.original.mode == "RGB"
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :100] = 255  # left half white
+    turned = read_upload(
+        "exif.jpg", jpeg_bytes(img, exif=exif.tobytes()), boxes=np.array([[0, 0, 100, 50]])
+    )
+    assert turned.original.size == (100, 200)  # upright: 100 wide, 200 tall
+    assert turned.boxes.tolist() == [[0.0, 0.0, 128.0, 32.0]]
+
+
+def test_boxes_from_text_and_coco_json():
+    from rotviz.ui.uploads import parse_boxes_text, parse_coco_boxes
+
+    assert parse_boxes_text("1, 2, 3, 4\n# comment\n5 6 7 8\n").tolist() == [
+        [1, 2, 3, 4],
+        [5, 6, 7, 8],
+    ]
+    with pytest.raises(RotvizError, match="line 1"):
+        parse_boxes_text("1, 2, x, 4")
+    coco = {
+        "images": [{"id": 7, "file_name": "dir/cat.jpg"}],
+        "annotations": [{"image_id": 7, "bbox": [10, 20, 30, 40]}],
+    }
+    assert parse_coco_boxes(json.dumps(coco).encode())["cat.jpg"].tolist() == [[10, 20, 40, 60]]
+    with pytest.raises(RotvizError, match="not valid JSON"):
+        parse_coco_boxes(b"{oops")
+    with pytest.raises(RotvizError, match="not a COCO json"):
+        parse_coco_boxes(b'{"images": [{"id": 1}]}')
+
+
+def test_bundle_zip_holds_figures_scores_settings_and_cards(card):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from rotviz.ui.export import bundle_zip
+
+    def make() -> Figure:
+        fig = Figure()
+        fig.add_subplot().plot([0, 1], [1, 0])
+        return fig
+
+    scores = pd.DataFrame({"network": ["trained", "random"], "Q": [0.3, 0.0]})
+    blob = bundle_zip({"panel": make}, {"scores": scores}, {"threshold": "pct:90"}, [card])
+    zf = zipfile.ZipFile(io.BytesIO(blob))
+    names = set(zf.namelist())
+    assert {"figures/panel.png", "figures/panel.svg", "figures/panel.pdf"} <= names
+    assert {"scores/scores.csv", "scores/scores.tex", "settings.json"} <= names
+    assert zf.read("figures/panel.png")[:4] == b"\x89PNG"
+    assert zf.read("figures/panel.pdf")[:4] == b"%PDF"
+    assert json.loads(zf.read("settings.json"))["threshold"] == "pct:90"
+    saved = json.loads(zf.read(f"cards/{card['name']}.json"))
+    assert saved["weights_sha256"] == card["weights_sha256"] and "card_path" not in saved
+    assert "trained,0.3" in zf.read("scores/scores.csv").decode()

@@ -1,0 +1,131 @@
+"""End to end in a real headless Chromium: `streamlit run app.py`, open Saliency, read Q, screenshot.
+
+Run with `pytest -m browser tests/test_browser.py`. Needs Debian's chromium (/usr/bin/chromium)
+and Playwright's Python package; skips cleanly without them. With ROTVIZ_UPDATE_SCREENSHOT=1
+the screenshot is also written to docs/screenshot_saliency.png, from the repo's shipped
+checkpoints when they include a demo one (real results), else from a tiny test checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.pipeline import train_or_load
+from rotviz.store import CheckpointStore
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-gpu",
+]
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_store(tmp_path: Path) -> Path:
+    """The repo's store when updating the docs screenshot and it has a demo checkpoint; else a tiny one."""
+    shipped = REPO / "checkpoints"
+    if os.environ.get("ROTVIZ_UPDATE_SCREENSHOT") == "1" and any(
+        c["dataset"] == "demo" for c in CheckpointStore(shipped).cards()
+    ):
+        return shipped
+    store = tmp_path / "store"
+    train_or_load(
+        DataConfig("demo", max_images=16),
+        TrainConfig(epochs=1, batch_size=8),
+        CheckpointStore(store),
+        "cpu",
+        log=lambda _: None,
+    )
+    return store
+
+
+@pytest.fixture()
+def app_url(tmp_path):
+    """A running `streamlit run app.py` on a free port; its URL."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    store = demo_store(tmp_path)
+    port = free_port()
+    env = dict(os.environ, ROTVIZ_STORE=str(store))
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://localhost:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_saliency_page_in_chromium(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            deadline = time.monotonic() + 60
+            while True:  # the server needs a few seconds to listen
+                try:
+                    page.goto(f"{app_url}/saliency", timeout=10_000)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    page.wait_for_timeout(300)
+            page.get_by_text("Q, trained").wait_for(timeout=120_000)
+            metrics = page.locator('[data-testid="stMetric"]')
+            metrics.first.wait_for(timeout=30_000)
+            values = [m.inner_text() for m in metrics.all()]
+            assert any(v.startswith("Q, trained") for v in values), values
+            assert all(re.search(r"\d+\.\d%", v) for v in values), values
+            assert page.get_by_text("Saliency", exact=True).first.is_visible()
+            assert page.locator('[data-testid="stException"]').count() == 0
+            shot = tmp_path / "screenshot_saliency.png"
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("ROTVIZ_UPDATE_SCREENSHOT") == "1":
+                (REPO / "docs").mkdir(exist_ok=True)
+                shutil.copy(shot, REPO / "docs" / "screenshot_saliency.png")
+        finally:
+            browser.close()
