@@ -381,6 +381,17 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    from rotviz.store import cards_table
+
+    df = cards_table(CheckpointStore(args.store).cards())
+    if df.empty:
+        print(f"no checkpoints in {args.store}")
+        return 0
+    print(format_table(df, args.format))
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from rotviz import download
 
@@ -479,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.set_defaults(func=cmd_goodness_table)
+
+    p = sub.add_parser("checkpoints", help="list the checkpoints in the store")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--format", choices=FORMATS, default="markdown")
+    p.set_defaults(func=cmd_checkpoints)
 
     p = sub.add_parser(
         "download", help="download a dataset (lfw, coco) or print how to get cityscapes"

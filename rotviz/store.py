@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError
@@ -283,3 +284,27 @@ class CheckpointStore:
                 card["card_path"] = str(p)
                 out.append(card)
         return sorted(out, key=lambda c: c.get("saved", ""), reverse=True)
+
+
+def cards_table(cards: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per checkpoint: dataset, model, epochs, test rotation accuracy (%) trained and random."""
+    rows = []
+    for c in cards:
+        test = c.get("metrics", {}).get("test", {})
+        rows.append(
+            {
+                "checkpoint": c["name"],
+                "dataset": c["dataset"],
+                "model": c["model"],
+                "epochs": c.get("epochs_done"),
+                "train images": c.get("n_train_images"),
+                "test images": c.get("n_test_images"),
+                "accuracy trained (%)": round(100 * test["trained"]["accuracy"], 1)
+                if test
+                else None,
+                "accuracy random (%)": round(100 * test["random"]["accuracy"], 1) if test else None,
+                "weights": c.get("weights_dtype"),
+                "saved": c.get("saved"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("checkpoint") if rows else pd.DataFrame()

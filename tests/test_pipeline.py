@@ -72,7 +72,10 @@ def test_second_request_is_served_from_the_store(photo_folder, tmp_path):
     assert second.returncode == 0
     assert "served from the store, no training" in second.stderr
     assert "training six_layer" not in second.stderr
-    assert first.stdout.split(":")[0] == second.stdout.split(":")[0]
+    name = first.stdout.split(":")[0]
+    assert name == second.stdout.split(":")[0]
+    listing = run_cli("checkpoints", "--store", str(tmp_path))
+    assert name in listing.stdout and "six_layer" in listing.stdout
 
 
 def test_killed_run_resumes_from_its_last_epoch_and_ends_like_an_uninterrupted_one(
