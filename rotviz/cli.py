@@ -20,6 +20,9 @@ EXAMPLES = """examples:
   python -m rotviz evaluate --dataset lfw --root DATA/lfw --model six_layer --epochs 2 --json acc.json
   python -m rotviz accuracy-table --study studies/shared.toml --format markdown
   python -m rotviz download coco --dest DATA/coco --categories cat,dog
+  python -m rotviz train --dataset lfw --root DATA/lfw --device cuda --amp bf16
+  torchrun --nproc-per-node 4 -m rotviz train --dataset lfw --root DATA/lfw
+  torchrun --nproc-per-node 4 -m rotviz study studies/paper.toml
 """
 
 
@@ -112,13 +115,38 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
         action="store_true",
         help="train on shuffled rotation labels (data-randomisation baseline)",
     )
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_run_options(g)
     g.add_argument(
         "--store", default=str(DEFAULT_STORE), help=f"checkpoint folder (default {DEFAULT_STORE})"
     )
     g.add_argument(
         "--half", action="store_true", help="store weights in float16 (loaded back as float32)"
     )
+
+
+def add_run_options(g: argparse._ActionsContainer) -> None:
+    """Speed knobs (RunConfig): they never change the checkpoint's name, the card records them."""
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default="auto",
+        help="mixed precision (default auto: bf16 on CUDA where supported, off on CPU)",
+    )
+    g.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (falls back to eager)"
+    )
+    g.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun on CUDA: SyncBatchNorm (default: BatchNorm statistics per rank)",
+    )
+
+
+def run_config(args: argparse.Namespace):
+    from rotviz.train import RunConfig
+
+    return RunConfig(args.device, args.amp, args.compile, args.sync_bn)
 
 
 def named(values: list[str] | None, dataset: str) -> str | None:
@@ -165,7 +193,10 @@ def train_config(args: argparse.Namespace, model: str | None = None) -> TrainCon
 
 
 def log(msg: str) -> None:
-    print(f"[rotviz] {msg}", file=sys.stderr)
+    from rotviz.distributed import is_main
+
+    if is_main():  # under torchrun, rank 0 speaks for the job
+        print(f"[rotviz] {msg}", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -175,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_config(args),
         train_config(args),
         CheckpointStore(args.store),
-        args.device,
+        run_config(args),
         log=log,
         half=args.half,
     )
@@ -190,14 +221,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rotviz.distributed import is_main
     from rotviz.pipeline import evaluate_pair, load_split, train_or_load
     from rotviz.train import resolve_device
 
-    data, tcfg = data_config(args), train_config(args)
-    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), args.device, log=log)
+    data, tcfg, run = data_config(args), train_config(args), run_config(args)
+    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), run, log=log)
     _, test = load_split(data, "test")
-    device = resolve_device(args.device)
+    device = resolve_device(run)
     trained, random = evaluate_pair(outcome.checkpoint.model, test, tcfg, device)
+    if not is_main():
+        return 0
     result = {
         "checkpoint": outcome.checkpoint.card["name"],
         "dataset": data.dataset,
@@ -236,21 +270,23 @@ def study_for_tables(args: argparse.Namespace):
 
 
 def cmd_accuracy_table(args: argparse.Namespace) -> int:
+    from rotviz.distributed import is_main
     from rotviz.study import accuracy_table
 
     study = study_for_tables(args)
     datasets = args.datasets.split(",") if args.datasets else None
     models = args.models.split(",") if args.models else None
-    df = accuracy_table(study, CheckpointStore(args.store), args.device, log, datasets, models)
+    df = accuracy_table(study, CheckpointStore(args.store), run_config(args), log, datasets, models)
     text = format_table(df, args.format, caption="Test rotation accuracy (%)")
     print(text)
-    if args.out:
+    if args.out and is_main():
         Path(args.out).write_text(text)
     return 0
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
     from rotviz import figures
+    from rotviz.distributed import is_main
     from rotviz.goodness import goodness_run, sweeps
     from rotviz.metrics import parse_threshold
     from rotviz.pipeline import load_split, train_or_load
@@ -258,9 +294,9 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     from rotviz.study import default_threshold, resolve_categories
     from rotviz.train import resolve_device
 
-    data, tcfg = data_config(args), train_config(args)
-    device = resolve_device(args.device)
-    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), device, log=log).checkpoint
+    data, tcfg, run_cfg = data_config(args), train_config(args), run_config(args)
+    device = resolve_device(run_cfg)
+    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), run_cfg, log=log).checkpoint
     sal = SaliencyConfig(
         layer=args.layer,
         neurons=args.neurons,
@@ -288,6 +324,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         not args.no_crowd,
         progress=progress_printer("maps"),
     )
+    if not is_main():  # the maps were gathered: rank 0 writes exactly a single run's files
+        return 0
     if run.summary["warning"]:
         log(f"warning: {run.summary['warning']}")
 
@@ -360,13 +398,14 @@ def progress_printer(what: str):
 
 
 def cmd_goodness_table(args: argparse.Namespace) -> int:
+    from rotviz.distributed import is_main
     from rotviz.study import goodness_tables, load_study
 
     study = load_study(args.study)
     tables = goodness_tables(
         study,
         CheckpointStore(args.store),
-        args.device,
+        run_config(args),
         log,
         args.models.split(",") if args.models else None,
     )
@@ -376,8 +415,34 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
     ]
     text = "\n".join(parts)
     print(text)
-    if args.out:
+    if args.out and is_main():
         Path(args.out).write_text(text)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from rotviz.distributed import is_main
+    from rotviz.study import accuracy_table, goodness_tables, load_study
+
+    study, store, run = load_study(args.study), CheckpointStore(args.store), run_config(args)
+    tables = {"accuracy": accuracy_table(study, store, run, log)}
+    captions = {"accuracy": "Test rotation accuracy (%)"}
+    for layer, df in goodness_tables(study, store, run, log).items():
+        tables[f"goodness_{layer}"] = df
+        captions[f"goodness_{layer}"] = f"Mean goodness Q (%) on the test set, {layer} layer"
+    if not is_main():
+        return 0
+    ext = {"markdown": "md", "csv": "csv", "latex": "tex"}[args.format]
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        text = format_table(df, args.format, caption=captions[name])
+        print(text)
+        if out:
+            (out / f"{name}.{ext}").write_text(text)
+    if out:
+        log(f"wrote {len(tables)} tables to {out}")
     return 0
 
 
@@ -487,9 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated subset of the study's models")
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--out", help="also write the tables to this file")
-    p.add_argument("--device", default="auto")
+    add_run_options(p)
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.set_defaults(func=cmd_goodness_table)
+
+    p = sub.add_parser(
+        "study",
+        help="every table of a study file (accuracy, goodness); shards across ranks under torchrun",
+    )
+    p.add_argument("study", help="study TOML file, e.g. studies/paper.toml")
+    p.add_argument("--format", choices=FORMATS, default="markdown")
+    p.add_argument("--out", help="also write each table to this folder (accuracy.md, ...)")
+    add_run_options(p)
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("checkpoints", help="list the checkpoints in the store")
     p.add_argument("--store", default=str(DEFAULT_STORE))
@@ -507,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="COCO categories whose images are fetched (default cat,dog)",
     )
     p.set_defaults(func=cmd_download)
+
+    from rotviz import probe_cli  # imports this module, hence here
+
+    probe_cli.add_commands(sub)
     return parser
 
 
@@ -514,10 +594,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user-facing errors are printed without a traceback (exit 2)."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"[rotviz] warning: {msg}\n"
+    from rotviz import distributed
+
     try:
-        return args.func(args)
+        with distributed.session(getattr(args, "device", "auto")):
+            return args.func(args)
     except RotvizError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{distributed.rank_prefix()}error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

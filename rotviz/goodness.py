@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rotviz import distributed
 from rotviz.metrics import (
     Threshold,
     box_fraction,
@@ -30,6 +31,7 @@ from rotviz.preprocess import PreparedSplit
 from rotviz.rotation import normalize
 from rotviz.saliency import SaliencyConfig, method_warning
 from rotviz.store import Checkpoint
+from rotviz.train import RunConfig, resolve_device
 
 
 @dataclass
@@ -75,19 +77,29 @@ def compute_maps(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Maps (N, S, S) of the trained model and of its random twin on uint8 images (N, 3, S, S)."""
+    """Maps (N, S, S) float32 of the trained model and of its random twin on uint8 images (N, 3, S, S).
+
+    Under torchrun the batches are split across ranks (batch b on rank b % world) and
+    gathered back in order on every rank: each image is computed in the same batch as in
+    one process, so the maps are bit-identical to a single-process run.
+    """
     trained = checkpoint.model.to(device)
     twin = random_twin(checkpoint.model, checkpoint.train_config.seed).to(device)
-    out_t, out_r = [], []
-    for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.array(images[start : start + batch_size])).to(device))
-        out_t.append(sal.maps(trained, x).float().cpu().numpy())
-        out_r.append(sal.maps(twin, x).float().cpu().numpy())
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    n_batches = -(-len(images) // batch_size)
+    for rows in distributed.shard_batches(len(images), batch_size):
+        x = normalize(torch.from_numpy(np.array(images[rows])).to(device, non_blocking=True))
+        out.append(
+            (sal.maps(trained, x).float().cpu().numpy(), sal.maps(twin, x).float().cpu().numpy())
+        )
         if progress:
-            progress(min(start + batch_size, len(images)), len(images))
+            progress(min(rows.stop, len(images)), len(images))
+    out = distributed.gather_batches(out, n_batches)
     size = images.shape[-1]
     empty = np.zeros((0, size, size), np.float32)
-    return (np.concatenate(out_t) if out_t else empty), (np.concatenate(out_r) if out_r else empty)
+    if not out:
+        return empty, empty.copy()
+    return np.concatenate([t for t, _ in out]), np.concatenate([r for _, r in out])
 
 
 def score_rows(
@@ -139,13 +151,19 @@ def goodness_run(
     split: PreparedSplit,
     sal: SaliencyConfig,
     threshold: Threshold,
-    device: torch.device,
+    device: str | torch.device | RunConfig,
     keep_categories: Sequence[int] | None = None,
     include_crowd: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> GoodnessRun:
-    """Maps, per-image Q and the summary for one checkpoint on one preprocessed split."""
-    maps_t, maps_r = compute_maps(checkpoint, split.images, sal, device, progress=progress)
+    """Maps, per-image Q and the summary for one checkpoint on one preprocessed split.
+
+    Under torchrun the maps are computed sharded and gathered, so every rank returns the
+    whole run, equal to a single-process one; only rank 0 should write it out.
+    """
+    maps_t, maps_r = compute_maps(
+        checkpoint, split.images, sal, resolve_device(device), progress=progress
+    )
     masks = split_box_masks(split, keep_categories, include_crowd)
     rows = score_rows(split, maps_t, maps_r, masks, threshold)
     summary = summarize(rows)

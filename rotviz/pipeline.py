@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from rotviz import distributed
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.datasets import dataset_fingerprint, load_dataset
 from rotviz.errors import RotvizError
-from rotviz.evaluate import RotationEval, rotation_accuracy
+from rotviz.evaluate import RotationEval, rotation_accuracy, rotation_logits
 from rotviz.models import build_model, random_twin
 from rotviz.preprocess import PreparedSplit, prepare_split
 from rotviz.records import Dataset
 from rotviz.store import Checkpoint, CheckpointStore, checkpoint_key, checkpoint_name, new_card
-from rotviz.train import StepProgress, TrainState, resolve_device, train
+from rotviz.train import (
+    RunConfig,
+    StepProgress,
+    TrainState,
+    check_run,
+    resolve_device,
+    train,
+)
 
 Log = Callable[[str], None]
 
@@ -39,11 +49,17 @@ def load_split(
     cache_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Dataset, PreparedSplit]:
-    """The dataset and one preprocessed split of it (cached on disk)."""
+    """The dataset and one preprocessed split of it (cached on disk; under torchrun rank 0 builds it, the others then load it)."""
     ds = load_dataset(data)
-    prepared = prepare_split(
-        ds, split, size=data.image_size, resize=data.resize, cache_dir=cache_dir, progress=progress
-    )
+    with distributed.main_first():
+        prepared = prepare_split(
+            ds,
+            split,
+            size=data.image_size,
+            resize=data.resize,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
     return ds, prepared
 
 
@@ -58,11 +74,29 @@ def find_checkpoint(
     return name, store.load(name)
 
 
+def _split(ds: Dataset, data: DataConfig, split: str, cache_dir: Path | None) -> PreparedSplit:
+    with distributed.main_first():
+        return prepare_split(ds, split, data.image_size, data.resize, cache_dir=cache_dir)
+
+
+def _load_finished(store: CheckpointStore, name: str) -> Checkpoint | None:
+    """The finished checkpoint as rank 0 sees it; the other ranks read it only when rank 0 found it."""
+    main = distributed.is_main()
+    ckpt = store.load(name) if main else None
+    if not distributed.broadcast(ckpt is not None if main else None):
+        return None
+    if not main and (ckpt := store.load(name)) is None:
+        raise RotvizError(
+            f"rank {distributed.rank()} cannot read the checkpoint {name} in {store.root}"
+        )
+    return ckpt
+
+
 def train_or_load(
     data: DataConfig,
     train_cfg: TrainConfig,
     store: CheckpointStore,
-    device: str | torch.device = "auto",
+    device: str | torch.device | RunConfig = "auto",
     on_step: Callable[[StepProgress], None] | None = None,
     log: Log = print,
     cache_dir: Path | None = None,
@@ -72,38 +106,78 @@ def train_or_load(
 
     Saves after every epoch, evaluates the trained model and its random twin on the test
     split, and records both in the card. Concurrent callers for the same config: one trains,
-    the others wait on the lock and reuse the result.
+    the others wait on the lock and reuse the result. device may be a RunConfig (AMP,
+    compile, SyncBatchNorm); those never change the checkpoint's name. Under torchrun every
+    rank calls this: rank 0 alone holds the lock, logs and writes; all ranks train (DDP).
     """
-    device = resolve_device(device) if isinstance(device, str) else device
+    run = device if isinstance(device, RunConfig) else RunConfig()
+    device = resolve_device(device)
+    check_run(run, device)
+    main = distributed.is_main()
+    log = log if main else quiet
     ds = load_dataset(data)
     fingerprint = dataset_fingerprint(ds)
     key = checkpoint_key(data, train_cfg, fingerprint)
     name = checkpoint_name(data, train_cfg, key)
-    if (ckpt := store.load(name)) is not None:
+    if (ckpt := _load_finished(store, name)) is not None:
         log(f"served from the store, no training: {ckpt.path}")
         return TrainOutcome(ckpt, True)
 
-    with store.lock(name):
-        if (ckpt := store.load(name)) is not None:
+    with store.lock(name) if main else contextlib.nullcontext():
+        if (ckpt := _load_finished(store, name)) is not None:
             log(f"trained meanwhile by another process, served from the store: {ckpt.path}")
             return TrainOutcome(ckpt, True)
-        train_split = prepare_split(ds, "train", data.image_size, data.resize, cache_dir=cache_dir)
+        train_split = _split(ds, data, "train", cache_dir)
         if len(train_split) == 0:
             raise RotvizError(f"the {data.dataset} dataset has no training images")
-        resumed = store.resume_state(name)
-        if resumed is not None:
-            model, state, card = resumed
+        # rank 0 reads the partial checkpoint; DDP copies its weights to the other ranks and
+        # the optimiser state and history travel by broadcast, so any world size resumes it
+        resumed = store.resume_state(name) if main else None
+        model = (
+            resumed[0]
+            if resumed
+            else build_model(train_cfg.model, len(train_cfg.rotations), train_cfg.seed)
+        )
+        state, card = distributed.broadcast((resumed[1], resumed[2]) if resumed else None) or (
+            TrainState(),
+            new_card(data, train_cfg, key, fingerprint),
+        )
+        if state.epochs_done:
             log(f"resuming {name} after epoch {state.epochs_done} of {train_cfg.epochs}")
-        else:
-            model = build_model(train_cfg.model, len(train_cfg.rotations), train_cfg.seed)
-            state, card = TrainState(), new_card(data, train_cfg, key, fingerprint)
-        card.update(device=str(device), n_train_images=len(train_split))
+        world = distributed.world_size()
+        per_rank = distributed.split_sizes(train_cfg.batch_size, world)
+        bn = (
+            "single process"
+            if world == 1
+            else ("synchronised (SyncBatchNorm)" if run.sync_bn else "per rank")
+        )
+        card.update(
+            device=str(device),
+            run=run.card(device),
+            world_size=world,
+            global_batch=train_cfg.batch_size,
+            per_rank_batch=per_rank,
+            batch_norm=bn,
+            lr_rule="none: --batch-size is the global batch, split across ranks; lr as given",
+            n_train_images=len(train_split),
+        )
         log(
             f"training {train_cfg.model} on {data.dataset}: {len(train_split)} images x "
             f"{len(train_cfg.rotations)} rotations, {train_cfg.epochs} epochs, on {device}"
+            + (f" x {world} ranks" if world > 1 else "")
         )
+        if world > 1:
+            log(
+                f"global batch {train_cfg.batch_size} images ({train_cfg.batch_size * len(train_cfg.rotations)} samples), "
+                f"per rank {'/'.join(map(str, per_rank))} images; BatchNorm statistics {bn}"
+            )
+            tail = len(train_split) % train_cfg.batch_size
+            if 0 < tail < world:
+                log(f"the last {tail} image(s) of each epoch are fewer than the ranks: dropped")
 
         def save_epoch(state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+            if not main:
+                return
             card.update(epochs_done=state.epochs_done, history=[vars(h) for h in state.history])
             store.write(name, model, card, partial=True, optimizer_state=optimizer.state_dict())
             last = state.history[-1]
@@ -119,30 +193,70 @@ def train_or_load(
             state,
             on_step=on_step,
             on_epoch_end=save_epoch,
+            run=run,
         )
-        test_split = prepare_split(ds, "test", data.image_size, data.resize, cache_dir=cache_dir)
+        test_split = _split(ds, data, "test", cache_dir)
         trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, device)
-        card.update(
-            epochs_done=state.epochs_done,
-            history=[vars(h) for h in state.history],
-            n_test_images=len(test_split),
-            metrics={"test": {"trained": trained_eval.to_dict(), "random": random_eval.to_dict()}},
-        )
-        card.pop("optimizer", None)
-        path = store.write(name, model.cpu(), card, half=half)
-        log(
-            f"saved {path}: test rotation accuracy {trained_eval.accuracy:.1%} "
-            f"(random twin {random_eval.accuracy:.1%})"
-        )
-        return TrainOutcome(store.load(name), False)
+        if main:
+            card.update(
+                epochs_done=state.epochs_done,
+                history=[vars(h) for h in state.history],
+                n_test_images=len(test_split),
+                metrics={
+                    "test": {"trained": trained_eval.to_dict(), "random": random_eval.to_dict()}
+                },
+            )
+            card.pop("optimizer", None)
+            path = store.write(name, model.cpu(), card, half=half)
+            log(
+                f"saved {path}: test rotation accuracy {trained_eval.accuracy:.1%} "
+                f"(random twin {random_eval.accuracy:.1%})"
+            )
+        distributed.barrier()  # the others read the checkpoint only once rank 0 has written it
+        ckpt = store.load(name)
+        if ckpt is None:
+            raise RotvizError(
+                f"rank {distributed.rank()} cannot read the checkpoint {name} in {store.root}"
+            )
+        return TrainOutcome(ckpt, False)
+
+
+def sharded_rotation_accuracy(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rotations: tuple[int, ...],
+    device: torch.device,
+    batch_size: int = 64,
+) -> RotationEval:
+    """rotation_accuracy with its batches split across torchrun ranks, confusion summed; equal to one process."""
+    if not distributed.is_distributed():
+        return rotation_accuracy(model, images, rotations, device, batch_size)
+    m = len(rotations)
+    confusion = torch.zeros(m, m, dtype=torch.long)
+    for rows in distributed.shard_batches(len(images), batch_size):
+        logits, labels = rotation_logits(model, images[rows], rotations, device, batch_size)
+        confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels), accumulate=True)
+    backend_device = device if dist_backend_is_nccl() else torch.device("cpu")
+    confusion = distributed.all_reduce_sum(confusion.to(backend_device)).cpu()
+    per_rotation = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
+    accuracy = float(confusion.diag().sum() / max(int(confusion.sum()), 1))
+    return RotationEval(
+        accuracy, per_rotation, confusion.tolist(), [90 * k for k in rotations], len(images)
+    )
+
+
+def dist_backend_is_nccl() -> bool:
+    import torch.distributed as dist
+
+    return distributed.is_distributed() and dist.get_backend() == "nccl"
 
 
 def evaluate_pair(
     model: torch.nn.Module, split: PreparedSplit, train_cfg: TrainConfig, device: torch.device
 ) -> tuple[RotationEval, RotationEval]:
-    """Rotation accuracy of the trained model and of its random twin on the same images."""
+    """Rotation accuracy of the trained model and of its random twin on the same images (sharded under torchrun)."""
     twin = random_twin(model, train_cfg.seed)
     return (
-        rotation_accuracy(model, split.images, train_cfg.rotations, device),
-        rotation_accuracy(twin, split.images, train_cfg.rotations, device),
+        sharded_rotation_accuracy(model, split.images, train_cfg.rotations, device),
+        sharded_rotation_accuracy(twin, split.images, train_cfg.rotations, device),
     )

@@ -1,0 +1,405 @@
+"""Commands ``probe`` and ``sanity`` for ``python -m rotviz``, and their study-file tables.
+
+rotviz.cli registers them with ``probe_cli.add_commands(sub)`` in build_parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rotviz.cli import add_data_options, add_train_options, data_config, log, train_config
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.errors import RotvizError
+from rotviz.store import CheckpointStore
+from rotviz.tables import FORMATS, format_table
+
+Log = Callable[[str], None]
+
+
+def parse_list(text: str, kind: type, what: str) -> list:
+    """ "0,1,2" -> [0, 1, 2]; RotvizError naming the option on a bad value."""
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise RotvizError(f"{what} {text!r}: give comma-separated numbers, e.g. 0,1,2") from None
+    if not values:
+        raise RotvizError(f"{what}: give at least one value")
+    return values
+
+
+def parse_fractions(text: str) -> list[float]:
+    """ "1%,10%,100%" or "0.01,0.1,1" -> [0.01, 0.1, 1.0]."""
+    out = []
+    for v in str(text).split(","):
+        v = v.strip()
+        if not v:
+            continue
+        try:
+            f = float(v[:-1]) / 100 if v.endswith("%") else float(v)
+        except ValueError:
+            raise RotvizError(
+                f"--fractions {text!r}: write e.g. 1%,10%,100% or 0.01,0.1,1"
+            ) from None
+        if not 0 < f <= 1:
+            raise RotvizError(f"--fractions: {v} is not in (0, 100%]")
+        out.append(f)
+    if not out:
+        raise RotvizError("--fractions: give at least one fraction")
+    return out
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def run_probe(
+    data: DataConfig,
+    train_cfg: TrainConfig,
+    store: CheckpointStore,
+    device: str | torch.device,
+    task: str = "auto",
+    seeds: list[int] | None = None,
+    fractions: list[float] | None = None,
+    unfreeze_last: int | None = None,
+    min_images: int = 10,
+    finetune: Any = None,
+    log: Log = log,
+) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the store lacks)."""
+    from rotviz.pipeline import train_or_load
+    from rotviz.probe import FRACTIONS, FinetuneConfig, probe_run, task_data
+    from rotviz.train import resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    td = task_data(data, task, min_images)
+    log(
+        f"probe task {td.task} on {data.dataset}: {len(td.classes)} classes, "
+        f"{len(td.y_train)} training and {len(td.y_test)} test images"
+        + (f" ({'; '.join(td.notes)})" if td.notes else "")
+    )
+    frames = []
+    for seed in seeds or [train_cfg.seed]:
+        cfg = dataclasses.replace(train_cfg, seed=seed)
+        ckpt = train_or_load(data, cfg, store, dev, log=log).checkpoint
+        frames.append(
+            probe_run(
+                ckpt,
+                td,
+                dev,
+                fractions or FRACTIONS,
+                unfreeze_last,
+                finetune or FinetuneConfig(),
+                log=log,
+            )
+        )
+    per_image = pd.concat(frames, ignore_index=True)
+    from rotviz.probe import probe_numbers
+
+    return per_image, probe_numbers(per_image), td
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from rotviz import figures
+    from rotviz.probe import FinetuneConfig, chance_accuracy, label_efficiency_figure, probe_table
+
+    data, tcfg = data_config(args), train_config(args)
+    seeds = parse_list(args.seeds, int, "--seeds") if args.seeds else [tcfg.seed]
+    per_image, numbers, td = run_probe(
+        data,
+        tcfg,
+        CheckpointStore(args.store),
+        args.device,
+        args.task,
+        seeds,
+        parse_fractions(args.fractions),
+        args.unfreeze_last,
+        args.min_images,
+        FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr),
+    )
+    table = probe_table(numbers)
+    caption = (
+        f"Probe accuracy (%) on {data.dataset} ({td.task}, {len(td.classes)} classes, "
+        f"chance {100 * chance_accuracy(td.y_test):.1f}), mean [95% CI], seeds {seeds}"
+    )
+    text = format_table(table, args.format, caption=caption)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_image.to_csv(out / "probe_per_image.csv", index=False)
+    numbers.to_csv(out / "probe.csv", index=False)
+    for fmt in FORMATS:
+        ext = {"markdown": "md", "csv": "table.csv", "latex": "tex"}[fmt]
+        (out / f"probe.{ext}").write_text(format_table(table, fmt, caption=caption))
+    fig = label_efficiency_figure(numbers, title=f"Label efficiency, {data.dataset} ({td.task})")
+    figures.save_figure(fig, out / "label_efficiency", formats=args.figure_formats.split(","))
+    (out / "probe_summary.json").write_text(
+        json.dumps(
+            {
+                "task": td.task,
+                "classes": td.classes,
+                "notes": td.notes,
+                "seeds": seeds,
+                "n_train": len(td.y_train),
+                "n_test": len(td.y_test),
+                "chance": chance_accuracy(td.y_test),
+                "data": dataclasses.asdict(data),
+                "train": dataclasses.asdict(tcfg),
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    log(f"wrote {out}/probe.csv, probe.md/.tex/.table.csv, probe_per_image.csv, label_efficiency.*")
+    return 0
+
+
+# --------------------------------------------------------------------------- sanity
+
+
+def run_sanity(
+    data: DataConfig,
+    train_cfg: TrainConfig,
+    store: CheckpointStore,
+    device: str | torch.device,
+    sal_kwargs: dict[str, Any],
+    neuron_sets: list[str],
+    threshold: str | None = None,
+    n_images: int = 16,
+    data_randomisation: bool = True,
+    log: Log = log,
+) -> dict[str, Any]:
+    """Sanity reports per neuron set on the first n_images test images (trains what the store lacks)."""
+    from rotviz.goodness import split_box_masks
+    from rotviz.metrics import parse_threshold
+    from rotviz.pipeline import load_split, train_or_load
+    from rotviz.saliency import SaliencyConfig
+    from rotviz.sanity import sanity_report, shuffled_config
+    from rotviz.train import resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    ckpt = train_or_load(data, train_cfg, store, dev, log=log).checkpoint
+    shuffled = None
+    if data_randomisation:
+        log("data randomisation: the same recipe on shuffled rotation labels")
+        shuffled = train_or_load(data, shuffled_config(train_cfg), store, dev, log=log).checkpoint
+    _, test = load_split(data, "test")
+    n = min(n_images, len(test))
+    images = np.asarray(test.images[:n])
+    masks = split_box_masks(test)[:n]
+    thr = parse_threshold(threshold) if threshold else None
+    ids = [r.relpath for r in test.records[:n]]
+    reports = {}
+    for neurons in neuron_sets:
+        sal = SaliencyConfig(neurons=neurons, rotations=train_cfg.rotations, **sal_kwargs)
+        log(f"sanity checks: {n} test images, {sal.layer} layer, neurons {neurons}, {sal.method}")
+        reports[neurons] = sanity_report(
+            ckpt, images, sal, dev, shuffled, masks if masks.any() else None, thr, ids
+        )
+    return {"checkpoint": ckpt, "reports": reports, "ids": ids}
+
+
+def cmd_sanity(args: argparse.Namespace) -> int:
+    from rotviz import figures
+    from rotviz.sanity import cascading_figure
+
+    data, tcfg = data_config(args), train_config(args)
+    got = run_sanity(
+        data,
+        tcfg,
+        CheckpointStore(args.store),
+        args.device,
+        {"layer": args.layer, "method": args.method, "aggregate": args.aggregate},
+        args.neurons or ["all"],
+        args.threshold,
+        args.images,
+        not args.no_data_randomisation,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    formats = args.figure_formats.split(",")
+    for i, (neurons, rep) in enumerate(got["reports"].items()):
+        tag = f"neurons{i}"
+        caption = (
+            f"Saliency sanity checks, {data.dataset} {tcfg.model}, {args.layer} layer, "
+            f"neurons {neurons}: similarity to the trained map, mean [95% CI] over images"
+        )
+        print(format_table(rep.table, args.format, caption=caption))
+        print(
+            format_table(
+                rep.cascade_table.round(3),
+                args.format,
+                caption=f"Cascading randomisation (neurons {neurons})",
+            )
+        )
+        rep.numbers.assign(neurons=neurons).to_csv(out / f"sanity_{tag}.csv", index=False)
+        (out / f"sanity_{tag}.tex").write_text(format_table(rep.table, "latex", caption=caption))
+        for name, df in rep.similarities.items():
+            slug = name.replace(" ", "_").replace("-", "_")
+            df.to_csv(out / f"similarity_{tag}_{slug}.csv", index=False)
+        rep.cascade.rows.assign(neurons=neurons).to_csv(out / f"cascading_{tag}.csv", index=False)
+        rep.cascade_table.to_csv(out / f"cascading_summary_{tag}.csv", index=False)
+        figures.save_figure(
+            cascading_figure(rep.cascade.rows, title=f"Cascading randomisation, neurons {neurons}"),
+            out / f"cascading_{tag}",
+            formats=formats,
+        )
+        for image in got["ids"][: args.figures]:
+            stem = Path(str(image)).stem
+            figures.save_figure(
+                cascading_figure(rep.cascade.rows, image=image, title=str(image)),
+                out / f"cascading_{tag}_{stem}",
+                formats=formats,
+            )
+    log(f"wrote {out}/sanity_*.csv, cascading_*.csv and figures")
+    return 0
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``probe`` and ``sanity`` on the CLI's subparsers."""
+    p = sub.add_parser(
+        "probe",
+        help="downstream task on frozen features (linear, k-NN, fine-tune), trained vs random",
+    )
+    add_data_options(p)
+    add_train_options(p)
+    g = p.add_argument_group("probe")
+    g.add_argument(
+        "--task",
+        default="auto",
+        help="auto (by dataset), face (demo), identity (lfw), catdog (coco), folder, city (cityscapes)",
+    )
+    g.add_argument(
+        "--min-images", type=int, default=10, help="identity: people with at least N images (10)"
+    )
+    g.add_argument(
+        "--unfreeze-last",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also fine-tune the last K blocks plus a new linear head (0: the head only)",
+    )
+    g.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (10)")
+    g.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning Adam lr (1e-3)")
+    g.add_argument(
+        "--fractions", default="1%,10%,100%", help="training labels used (default 1%%,10%%,100%%)"
+    )
+    g.add_argument(
+        "--seeds", default=None, help="training seeds, e.g. 0,1,2 (default: --seed); trains each"
+    )
+    g.add_argument("--format", choices=FORMATS, default="markdown")
+    g.add_argument("--out", default="probe", help="output folder (default probe/)")
+    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "sanity",
+        help="saliency sanity checks: model, cascading and data randomisation (Adebayo et al. 2018)",
+    )
+    add_data_options(p)
+    add_train_options(p)
+    g = p.add_argument_group("sanity")
+    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
+    g.add_argument(
+        "--neurons",
+        action="append",
+        help="neuron set, repeatable: all, predicted, true, topk:K, 3,17,42 (default all)",
+    )
+    g.add_argument("--method", default="saliency")
+    g.add_argument("--aggregate", choices=["none", "mean", "max"], default="none")
+    g.add_argument(
+        "--threshold",
+        default="pct:95",
+        help="threshold for Q along the cascade (default pct:95, scale-free); Q needs boxes",
+    )
+    g.add_argument("--images", type=int, default=16, help="first N test images (default 16)")
+    g.add_argument(
+        "--no-data-randomisation",
+        action="store_true",
+        help="skip training the shuffled-label model",
+    )
+    g.add_argument("--format", choices=FORMATS, default="markdown")
+    g.add_argument("--out", default="sanity", help="output folder (default sanity/)")
+    g.add_argument("--figures", type=int, default=1, help="per-image cascading plots (default 1)")
+    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    p.set_defaults(func=cmd_sanity)
+
+
+# --------------------------------------------------------------------------- study files
+
+
+def probe_and_sanity_tables(
+    study: Any,
+    store: CheckpointStore,
+    device: str | torch.device = "auto",
+    log: Log = log,
+) -> dict[str, pd.DataFrame]:
+    """Tables of a study's [probe] and [sanity] sections: "probe <dataset> <model>", "sanity ..." and
+    "cascading ..." frames (display strings with intervals; numeric ones end in " numbers")."""
+    from rotviz.probe import FinetuneConfig, probe_table
+
+    tables: dict[str, pd.DataFrame] = {}
+    spec = study.sections.get("probe")
+    if spec:
+        datasets = spec.get("datasets", list(study.datasets))
+        models = spec.get("models", list(study.models))
+        fractions = [float(f) for f in spec.get("fractions", [0.01, 0.1, 1.0])]
+        ft = FinetuneConfig(
+            epochs=int(spec.get("finetune_epochs", 10)), lr=float(spec.get("finetune_lr", 1e-3))
+        )
+        for ds in datasets:
+            for model in models:
+                cfg = study.train_config(model)
+                _, numbers, _ = run_probe(
+                    study.data_config(ds),
+                    cfg,
+                    store,
+                    device,
+                    spec.get("tasks", {}).get(ds, "auto"),
+                    [int(s) for s in spec.get("seeds", [cfg.seed])],
+                    fractions,
+                    spec.get("unfreeze_last"),
+                    int(spec.get("min_images", 10)),
+                    ft,
+                    log,
+                )
+                tables[f"probe {ds} {model}"] = probe_table(numbers)
+                tables[f"probe {ds} {model} numbers"] = numbers
+    spec = study.sections.get("sanity")
+    if spec:
+        datasets = spec.get("datasets", [next(iter(study.datasets))])
+        models = spec.get("models", list(study.models))
+        sal = {
+            "layer": spec.get("layer", "rotation"),
+            "method": spec.get("method", "saliency"),
+            "aggregate": spec.get("aggregate", "none"),
+        }
+        for ds in datasets:
+            for model in models:
+                got = run_sanity(
+                    study.data_config(ds),
+                    study.train_config(model),
+                    store,
+                    device,
+                    sal,
+                    list(spec.get("neurons", ["all"])),
+                    spec.get("threshold", "pct:95"),
+                    int(spec.get("images", 16)),
+                    bool(spec.get("data_randomisation", True)),
+                    log,
+                )
+                for neurons, rep in got["reports"].items():
+                    tables[f"sanity {ds} {model} {neurons}"] = rep.table
+                    tables[f"sanity {ds} {model} {neurons} numbers"] = rep.numbers
+                    tables[f"cascading {ds} {model} {neurons}"] = rep.cascade_table
+    return tables
