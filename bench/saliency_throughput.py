@@ -78,10 +78,7 @@ def bench_model(name: str, x: torch.Tensor, device: torch.device, args: argparse
 
     sync(device)
     t0 = time.perf_counter()
-    batched = {"auto": None, "vmap": True, "loop": False}[args.path]
-    ours = saliency_maps(
-        model, x, "embedding", neurons, chunk_size=args.chunk_size, batched=batched
-    )
+    ours = saliency_maps(model, x, "embedding", neurons, chunk_size=args.chunk_size, path=args.path)
     sync(device)
     t_ours = time.perf_counter() - t0
 
@@ -126,7 +123,10 @@ def main() -> None:
     parser.add_argument("--max-neurons", type=int, default=None, help="fewer neurons (quick run)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
-        "--path", default="auto", choices=["auto", "vmap", "loop"], help="fast-path variant"
+        "--path",
+        default="replicate",
+        choices=["replicate", "vmap", "loop"],
+        help="fast-path variant",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()

@@ -14,7 +14,6 @@ per image, which neurons of a layer's activations (N, n) to explain.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -290,6 +289,10 @@ def _image_batches(n: int, batch_size: int | None) -> Iterator[slice]:
 # --------------------------------------------------------------------------- fast path
 
 
+PATHS = ("replicate", "vmap", "loop")
+REPLICATE_BATCH = 64  # image copies per forward/backward pass on the replicate path
+
+
 def saliency_maps(
     model: RotationNet,
     x: torch.Tensor,
@@ -297,19 +300,23 @@ def saliency_maps(
     neurons: NeuronSet | None = None,
     chunk_size: int | None = None,
     batch_size: int | None = 16,
-    batched: bool | None = None,
+    path: str = "replicate",
 ) -> torch.Tensor:
     """Saliency of a neuron set (the study's method), x (N, 3, H, W) -> maps (N, H, W).
 
     Equals Captum ``Saliency(abs=True)`` looped over the selected neurons, max over
-    channels, max over neurons. One forward pass per image batch (``batch_size`` images),
-    then backward passes vmapped over ``chunk_size`` neurons at a time (default
-    ``auto_chunk_size``: CHUNK_IMAGES // images, bounding memory; ``batched=None``
-    uses vmap on CUDA, falling back with a warning to a loop, and the loop on CPU, where
-    this torch's vmap rules for convolution/batch-norm backward loop per sample and were
-    measured slower; True/False force either).
-    Float32 maps (float64 for float64 inputs), on x's device; the model runs in eval mode.
+    channels, max over neurons, with weight gradients switched off. Paths:
+    "replicate" (default): each image is repeated once per neuron of a chunk and one
+    forward plus ONE backward pass of the enlarged batch gives every copy's gradient of its
+    own neuron (exact in eval mode, where samples do not interact); big batches keep the
+    CPU/GPU busy where per-neuron backward passes cannot. "vmap": one forward, backward
+    passes vmapped over neurons (``is_grads_batched``). "loop": one forward, one backward
+    per neuron. chunk_size: neurons per pass (default: about REPLICATE_BATCH image copies,
+    or CHUNK_IMAGES gradients for vmap). Float32 maps (float64 for float64 inputs), on x's
+    device; the model runs in eval mode.
     """
+    if path not in PATHS:
+        raise RotvizError(f"saliency path {path!r}: choose one of {', '.join(PATHS)}")
     neurons = AllNeurons() if neurons is None else neurons
     _check(layer, neurons, x)
     if isinstance(neurons, TrueRotation) and neurons.labels is None:
@@ -317,12 +324,15 @@ def saliency_maps(
     device = _model_device(model, x)
     forward = layer_forward(model, layer)
     out = torch.empty(x.shape[0], *x.shape[-2:], dtype=_out_dtype(x), device=x.device)
-    if batched is None and device.type == "cpu":
-        batched = False
     with explaining(model):
         for rows in _image_batches(x.shape[0], batch_size):
-            xb = x[rows].detach().to(device).clone().requires_grad_(True)
-            maps = _saliency_batch(forward, xb, neurons.for_images(rows), chunk_size, batched)
+            xb = x[rows].detach().to(device)
+            sub = neurons.for_images(rows)
+            if path == "replicate":
+                maps = _replicated_batch(forward, xb, sub, chunk_size)
+            else:
+                xb = xb.clone().requires_grad_(True)
+                maps = _saliency_batch(forward, xb, sub, chunk_size, path == "vmap")
             out[rows] = maps.to(out.device, out.dtype)
     return out
 
@@ -332,12 +342,36 @@ def auto_chunk_size(n_images: int) -> int:
     return max(1, CHUNK_IMAGES // max(1, n_images))
 
 
+def _replicated_batch(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    neurons: NeuronSet,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """Maps (N, H, W): image i repeated c times, copy j backpropagates neuron sel[i, j]."""
+    with torch.no_grad():
+        sel = neurons.select(forward(x))  # (N, s)
+    n_img, n_sel = sel.shape
+    c_max = max(1, chunk_size or REPLICATE_BATCH // max(1, n_img))
+    running = torch.zeros(n_img, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    for start in range(0, n_sel, c_max):
+        cols = sel[:, start : start + c_max]  # (N, c)
+        c = cols.shape[1]
+        xr = x.repeat_interleave(c, dim=0).requires_grad_(True)  # (N*c, 3, H, W)
+        acts = forward(xr)  # (N*c, n)
+        picked = acts[torch.arange(n_img * c, device=acts.device), cols.reshape(-1)]
+        (grads,) = torch.autograd.grad(picked.sum(), xr)
+        per_copy = grads.abs().amax(dim=1).view(n_img, c, *x.shape[-2:])
+        running = torch.maximum(running, per_copy.amax(dim=1))
+    return running
+
+
 def _saliency_batch(
     forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     neurons: NeuronSet,
     chunk_size: int | None,
-    batched: bool | None,
+    batched: bool,
 ) -> torch.Tensor:
     acts = forward(x)  # (N, n)
     sel = neurons.select(acts.detach())  # (N, s)
@@ -355,45 +389,16 @@ def _saliency_batch(
         # for every image i gives all images' gradients of their j-th selected neuron.
         cot = torch.zeros(c, *acts.shape, dtype=acts.dtype, device=acts.device)
         cot[torch.arange(c, device=acts.device)[:, None], rows[None, :], cols.T] = 1.0
-        grads = None
-        if batched is not False:
-            try:
-                (grads,) = torch.autograd.grad(
-                    acts, x, cot, retain_graph=not last, is_grads_batched=True
-                )
-            except RuntimeError as err:
-                if batched:
-                    raise
-                warnings.warn(
-                    f"vmapped saliency failed ({err.__class__.__name__}: {str(err)[:120]}); "
-                    "falling back to one backward pass per neuron",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                batched = False
-        if grads is not None:  # (c, N, C, H, W)
+        if batched:
+            (grads,) = torch.autograd.grad(
+                acts, x, cot, retain_graph=not last, is_grads_batched=True
+            )
             running = torch.maximum(running, grads.abs().amax(dim=2).amax(dim=0))
             continue
         for j in range(c):
             (g,) = torch.autograd.grad(acts, x, cot[j], retain_graph=not (last and j == c - 1))
             running = torch.maximum(running, g.abs().amax(dim=1))
     return running
-
-
-def saliency_path(model: RotationNet, layer: str = "embedding", size: int = 32) -> str:
-    """Which fast-path variant works for this model: "vmap" or "loop" (probed on a tiny input)."""
-    p = next(model.parameters())
-    x = torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype)
-    with explaining(model):
-        xb = x.requires_grad_(True)
-        acts = layer_forward(model, layer)(xb)
-        cot = torch.zeros(2, *acts.shape, device=acts.device, dtype=acts.dtype)
-        cot[0, 0, 0] = cot[1, 0, -1] = 1.0
-        try:
-            torch.autograd.grad(acts, xb, cot, is_grads_batched=True)
-        except RuntimeError:
-            return "loop"
-    return "vmap"
 
 
 # --------------------------------------------------------------------------- other methods

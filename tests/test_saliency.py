@@ -99,10 +99,10 @@ SIX_CASES = [
 ]
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["vmap", "loop"])
+@pytest.mark.parametrize("path", ["replicate", "vmap", "loop"])
 @pytest.mark.parametrize(("layer", "neurons"), SIX_CASES, ids=lambda v: str(v))
-def test_fast_path_equals_captum_six_layer(six, x32, layer, neurons, batched):
-    ours = saliency_maps(six, x32, layer, neurons, chunk_size=7, batched=batched)
+def test_fast_path_equals_captum_six_layer(six, x32, layer, neurons, path):
+    ours = saliency_maps(six, x32, layer, neurons, chunk_size=7, path=path)
     assert ours.dtype == torch.float64
     assert_maps_equal(ours, captum_oracle(six, x32, layer, neurons))
 
@@ -128,13 +128,13 @@ def test_fast_path_float32_default_dtype():
     assert_maps_equal(ours, ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["vmap", "loop"])
+@pytest.mark.parametrize("path", ["replicate", "vmap", "loop"])
 @pytest.mark.parametrize("arch", ["effnet", "mobilenet"])
-def test_fast_path_equals_captum_timm_and_torchvision(arch, batched, request):
+def test_fast_path_equals_captum_timm_and_torchvision(arch, path, request):
     model = request.getfixturevalue(arch)
     x = real_images(40)  # small: the definitions do not depend on the size
     for layer, neurons in [("rotation", AllNeurons()), ("embedding", Indices([0, 257, 901, 1279]))]:
-        ours = saliency_maps(model, x, layer, neurons, chunk_size=3, batched=batched)
+        ours = saliency_maps(model, x, layer, neurons, chunk_size=3, path=path)
         assert_maps_equal(ours, captum_oracle(model, x, layer, neurons), rtol=1e-5)
 
 
