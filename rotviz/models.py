@@ -50,6 +50,8 @@ class RotationNet(nn.Module):
     @property
     def gradcam_layer(self) -> nn.Module:
         """The module whose output is the last feature map (Grad-CAM's layer)."""
+        if hasattr(self.backbone, "conv_head") and hasattr(self.backbone, "bn2"):
+            return self.backbone.bn2  # timm EfficientNet: blocks() wraps conv_head+bn2 anew
         return self.blocks()[-2]
 
     def blocks(self) -> list[nn.Module]:

@@ -429,19 +429,6 @@ def _no_inplace_relu(model: nn.Module) -> Iterator[None]:
             m.inplace = True
 
 
-def _gradcam_layer(model: RotationNet) -> nn.Module:
-    """model.gradcam_layer, or its last child when it is a wrapper the forward never calls."""
-    layer = model.gradcam_layer
-    registered = {id(m) for m in model.modules()}
-    # blocks() builds a fresh Sequential(conv_head, bn2) for timm EfficientNets: hooks on
-    # it would never fire, but its last module is the one whose output is the feature map.
-    while id(layer) not in registered and isinstance(layer, nn.Sequential) and len(layer):
-        layer = layer[-1]
-    if id(layer) not in registered:
-        raise RotvizError(f"gradcam: cannot find the last feature layer of {model.name}")
-    return layer
-
-
 def method_warning(model: nn.Module, method: str) -> str | None:
     """A warning to show next to maps of this method on this model, or None."""
     if method != "guided_backprop":
@@ -509,7 +496,7 @@ def _captum_attribution(
             x, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=stdevs, target=t, abs=True
         )
     if method == "gradcam":
-        cam = LayerGradCam(module, _gradcam_layer(model))
+        cam = LayerGradCam(module, model.gradcam_layer)
 
         def gradcam(x: torch.Tensor, t: list[int]) -> torch.Tensor:
             a = cam.attribute(x, target=t, relu_attributions=True)  # (N, 1, h, w)

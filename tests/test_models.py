@@ -56,3 +56,13 @@ def test_any_timm_name_and_unknown_names():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
     with pytest.raises(RotvizError, match="unknown model"):
         build_model("not_a_model_xyz", 4, 0)
+
+
+@pytest.mark.parametrize("name", STUDY_MODELS)
+def test_gradcam_layer_outputs_the_last_feature_map(name):
+    model = build_model(name, 4, 0).eval()
+    seen = []
+    model.gradcam_layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    x = torch.randn(1, 3, 64, 64)
+    features = model.features(x)
+    assert seen == [features.shape]
