@@ -1,13 +1,15 @@
-"""Metrics page: rotation accuracy from the store, goodness tables, dataset threshold sweeps."""
+"""Metrics page: rotation accuracy from the store, goodness tables with intervals, dataset threshold
+sweeps, the downstream probe and the saliency sanity checks (trained vs random)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from rotviz.figures import sweep_figure, sweep_plotly
+from rotviz.figures import close_figure, sweep_figure, sweep_plotly
 from rotviz.saliency import SaliencyConfig
-from rotviz.ui import common, explore, export, scores, summaries
+from rotviz.ui import cached, common, downstream, explore, export, scores, summaries
 
 common.page_header(
     "Metrics",
@@ -15,26 +17,15 @@ common.page_header(
     "goodness Q of thresholded saliency maps on the test images with boxes, trained vs random.",
 )
 
-st.header("Rotation accuracy")
-with common.shown_errors("the accuracy table"):
-    cards = common.store().cards()
-    acc = summaries.accuracy_table(cards)
-    st.caption(
-        "Test rotation accuracy (%) of the newest checkpoint per dataset and model; 'published' is "
-        "the seed report's number. Empty cells: not trained yet (use the Train page)."
-    )
-    st.dataframe(acc, hide_index=True, width="stretch")
-    export.table_buttons(acc, "rotation_accuracy", key="acc", caption="Rotation accuracy (%)")
 
-st.header("Saliency goodness Q")
-st.caption(common.Q_HELP + " Mean over the test images that have boxes.")
-with common.shown_errors("the goodness tables"):
+def goodness_section(cards: list[dict], acc: pd.DataFrame) -> None:
+    """Goodness tables with intervals, sweeps and exports for the chosen checkpoints."""
     boxed = [d for d in common.available_datasets() if d in ("demo", "coco")]
     dataset = st.selectbox("Dataset (with boxes)", boxed, key="met_dataset")
     ds_cards = [c for c in cards if c["dataset"] == dataset]
     if not ds_cards:
         st.info(f"No checkpoint for {dataset} in the store: train one on the Train page.")
-        st.stop()
+        return
     chosen = st.multiselect(
         "Checkpoints",
         [c["card_path"] for c in ds_cards],
@@ -139,3 +130,184 @@ with common.shown_errors("the goodness tables"):
             f"metrics-{dataset}",
             key="met_bundle",
         )
+
+
+def show_figure(fig) -> None:  # noqa: ANN001 (a matplotlib Figure)
+    """Draw a matplotlib figure on the page and free it."""
+    try:
+        st.pyplot(fig, clear_figure=False)
+    finally:
+        close_figure(fig)
+
+
+def trained_vs_random_section() -> None:
+    """Accuracy intervals, the probe table and curve, and the sanity checks of one checkpoint."""
+    from rotviz.probe import DEFAULT_TASK, label_efficiency_figure, probe_table
+    from rotviz.sanity import cascading_figure
+
+    dataset = common.dataset_select("met_dn_dataset")
+    card = common.checkpoint_select("met_dn_ckpt", dataset)
+    if card is None:
+        return
+    cfg = cached.viewing_config(card, common.with_local_paths(scores.card_data_config(card)))
+    dkey, ckpt_id = cached.data_key(cfg), cached.checkpoint_id(card)
+    stem = f"{card['dataset']}-{card['model']}-{card['name'][-8:]}"
+
+    st.subheader("Rotation accuracy, mean [95% CI] over test images")
+    with common.shown_errors("the accuracy intervals"):
+        ivs = downstream.accuracy_intervals(ckpt_id, dkey, cfg)
+        st.caption(
+            "Each test image counts once (its share of rotations predicted right); 95% percentile "
+            "bootstrap, 1,000 resamples; p: Wilcoxon signed-rank test, trained vs random twin."
+        )
+        st.dataframe(ivs, hide_index=True, width="stretch")
+        export.table_buttons(ivs, f"accuracy-ci-{stem}", key="met_acc_ci")
+
+    st.subheader("Downstream probe: does rotation pretraining help a labelled task?")
+    with common.shown_errors("the probe"):
+        task = DEFAULT_TASK.get(dataset, "folder")
+        fractions = st.multiselect(
+            "Training labels used",
+            [0.01, 0.1, 1.0],
+            default=[0.01, 0.1, 1.0],
+            format_func=lambda f: f"{f:.0%}",
+            key="met_probe_fractions",
+        )
+        st.caption(
+            f"Task '{task}' on {dataset}: linear probe (logistic regression, L2 chosen on a "
+            "validation part of the training split) and 20-NN (cosine) on frozen embed() "
+            "features of the trained network and of its random twin; test images are only predicted."
+        )
+        probe_key = (ckpt_id, dkey, tuple(sorted(fractions)))
+        done = st.session_state.get("met_probe_done") == probe_key
+        if not done:
+            done = st.button("Run the probe", key="met_probe", disabled=not fractions)
+        if done:
+            st.session_state["met_probe_done"] = probe_key
+            with st.spinner(
+                f"Probing {task} on {dataset}: features, fits at each label fraction..."
+            ):
+                numbers, info = downstream.probe(ckpt_id, dkey, task, probe_key[2], cfg)
+            table = probe_table(numbers)
+            caption = (
+                f"Probe accuracy (%) on {dataset} ({info['task']}, {len(info['classes'])} classes, "
+                f"{info['n_train']} training and {info['n_test']} test images, chance "
+                f"{100 * info['chance']:.1f}), mean [95% CI] over test images"
+            )
+            st.caption(caption + ("; " + "; ".join(info["notes"]) if info["notes"] else ""))
+            st.dataframe(table.reset_index(), hide_index=True, width="stretch")
+            show_figure(label_efficiency_figure(numbers))
+            export.table_buttons(table, f"probe-{stem}", key="met_probe_t", caption=caption)
+            export.table_buttons(numbers, f"probe-numbers-{stem}", key="met_probe_n")
+            export.figure_buttons(
+                lambda: label_efficiency_figure(numbers), f"label-efficiency-{stem}", key="met_le"
+            )
+
+    st.subheader("Sanity checks for the saliency maps (Adebayo et al. 2018)")
+    with common.shown_errors("the sanity checks"):
+        _, split = cached.split(dkey, cfg)
+        if len(split) == 0:
+            st.info("This dataset has no test image.")
+            return
+        index = st.selectbox(
+            "Test image",
+            list(range(len(split))),
+            format_func=lambda i: f"{i}: {split.records[i].relpath}",
+            key="met_san_image",
+        )
+        c1, c2, c3 = st.columns(3)
+        layer = c1.selectbox("Layer", ["rotation", "embedding"], key="met_san_layer")
+        neurons = c2.selectbox("Neurons", ["all", "predicted"], key="met_san_neurons")
+        method = c3.selectbox(
+            "Method",
+            list(explore.METHOD_LABELS),
+            format_func=explore.METHOD_LABELS.get,
+            key="met_san_method",
+        )
+        rotations = tuple(card["train_config"].get("rotations", (0, 1, 2, 3)))
+        sal = SaliencyConfig(layer=layer, neurons=neurons, method=method, rotations=rotations)
+        shuffled = downstream.shuffled_checkpoint(card, cfg)
+        st.caption(
+            "Similarity of the trained map to its random twin's (model randomisation)"
+            + (
+                " and to the shuffled-label model's (data randomisation)"
+                if shuffled is not None
+                else "; data randomisation needs the same recipe trained with shuffled labels "
+                "(python -m rotviz train --shuffle-labels), not in the store"
+            )
+            + ". Near 1: the map barely depends on what the network learned."
+        )
+        san_key = (ckpt_id, dkey, index, sal.key())
+        done = st.session_state.get("met_san_done") == san_key
+        if not done:
+            done = st.button("Run the sanity checks", key="met_sanity")
+        if done:
+            st.session_state["met_san_done"] = san_key
+            image = np.ascontiguousarray(split.images[index])
+            mask = cached.boxes_mask(split.boxes[index], image.shape[-1])
+            with st.spinner(
+                "Maps of the trained net, then with its blocks re-initialised from the head down..."
+            ):
+                sims, rows = downstream.image_sanity(
+                    ckpt_id,
+                    f"{dkey}:{index}",
+                    sal.key(),
+                    shuffled is not None,
+                    image,
+                    mask,
+                    sal,
+                    shuffled,
+                )
+            shown = downstream.similarity_display(sims)
+            st.dataframe(shown, hide_index=True, width="stretch")
+            title = f"Cascading randomisation: {split.records[index].relpath}"
+            show_figure(cascading_figure(rows, image=0, title=title))
+            image_stem = f"sanity-{stem}-{index}"
+            export.table_buttons(shown, image_stem, key="met_san_t")
+            export.table_buttons(rows, f"cascading-{stem}-{index}", key="met_san_c")
+            export.figure_buttons(
+                lambda: cascading_figure(rows, image=0, title=title),
+                f"cascading-{stem}-{index}",
+                key="met_san_f",
+            )
+            export.bundle_button(
+                {"cascading": lambda: cascading_figure(rows, image=0, title=title)},
+                {"similarities": shown, "cascading": rows},
+                {
+                    "page": "metrics",
+                    "section": "sanity",
+                    "image": split.records[index].relpath,
+                    "saliency": sal.key(),
+                },
+                [card],
+                image_stem,
+                key="met_san_bundle",
+            )
+
+
+cards: list[dict] = []
+acc = pd.DataFrame()
+st.header("Rotation accuracy")
+with common.shown_errors("the accuracy table"):
+    cards = common.store().cards()
+    acc = summaries.accuracy_table(cards)
+    st.caption(
+        "Test rotation accuracy (%) of the newest checkpoint per dataset and model; 'published' is "
+        "the seed report's number. Empty cells: not trained yet (use the Train page)."
+    )
+    st.dataframe(acc, hide_index=True, width="stretch")
+    export.table_buttons(acc, "rotation_accuracy", key="acc", caption="Rotation accuracy (%)")
+
+st.header("Saliency goodness Q")
+st.caption(common.Q_HELP + " Mean over the test images that have boxes.")
+with common.shown_errors("the goodness tables"):
+    goodness_section(cards, acc)
+
+st.header("Trained vs random: probe and sanity checks")
+st.caption(
+    "For one checkpoint: rotation accuracy with 95% intervals, a downstream task on its frozen "
+    "features against its random twin, and whether its saliency maps change when the weights "
+    "are randomised."
+)
+with common.shown_errors("the trained-vs-random section"):
+    trained_vs_random_section()

@@ -430,6 +430,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     for layer, df in goodness_tables(study, store, run, log).items():
         tables[f"goodness_{layer}"] = df
         captions[f"goodness_{layer}"] = f"Mean goodness Q (%) on the test set, {layer} layer"
+    from rotviz import probe_cli
+
+    for name, df in probe_cli.probe_and_sanity_tables(study, store, run, log).items():
+        key = name.replace(" ", "_")
+        tables[key] = df
+        captions[key] = f"{name} (mean [95% CI] over images)"
     if not is_main():
         return 0
     ext = {"markdown": "md", "csv": "csv", "latex": "tex"}[args.format]
@@ -441,6 +447,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(text)
         if out:
             (out / f"{name}.{ext}").write_text(text)
+            if "numbers" in df.attrs:
+                df.attrs["numbers"].to_csv(out / f"{name}_numbers.csv", index=False)
     if out:
         log(f"wrote {len(tables)} tables to {out}")
     return 0
@@ -558,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "study",
-        help="every table of a study file (accuracy, goodness); shards across ranks under torchrun",
+        help="every table of a study file (accuracy, goodness, probe, sanity); shards across ranks under torchrun",
     )
     p.add_argument("study", help="study TOML file, e.g. studies/paper.toml")
     p.add_argument("--format", choices=FORMATS, default="markdown")

@@ -78,7 +78,7 @@ def run_probe(
     from rotviz.probe import FRACTIONS, FinetuneConfig, probe_run, task_data
     from rotviz.train import resolve_device
 
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     td = task_data(data, task, min_images)
     log(
         f"probe task {td.task} on {data.dataset}: {len(td.classes)} classes, "
@@ -184,7 +184,7 @@ def run_sanity(
     from rotviz.sanity import sanity_report, shuffled_config
     from rotviz.train import resolve_device
 
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     ckpt = train_or_load(data, train_cfg, store, dev, log=log).checkpoint
     shuffled = None
     if data_randomisation:

@@ -6,12 +6,14 @@ Paths in a study file are relative to the file's own folder. See studies/*.toml.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -23,8 +25,8 @@ from rotviz.pipeline import train_or_load
 from rotviz.records import Dataset
 from rotviz.rotation import parse_rotations
 from rotviz.saliency import SaliencyConfig
+from rotviz.stats import Comparison, compare_paired, rotation_correctness, seed_interval
 from rotviz.store import CheckpointStore
-from rotviz.tables import percent
 
 # The seed report's rotation accuracy (%), for side-by-side display.
 PUBLISHED_ACCURACY = {
@@ -44,9 +46,32 @@ class Study:
     train: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)  # goodness, probe, sanity...
 
+    def seeds(self) -> list[int]:
+        """Training seeds: [train] seeds = [0, 1, 2] when given, else [train] seed (default 0)."""
+        seeds = self.train.get("seeds")
+        if seeds is None:
+            return [int(self.train.get("seed", TrainConfig.seed))]
+        if isinstance(seeds, int):
+            seeds = [seeds]
+        try:
+            out = [int(s) for s in seeds]
+        except (TypeError, ValueError):
+            raise RotvizError(
+                f"study [train] seeds = {seeds!r}: give a list, e.g. [0, 1, 2]"
+            ) from None
+        if not out:
+            raise RotvizError("study [train] seeds is empty: give at least one seed")
+        return out
+
     def train_config(self, model: str, **overrides: Any) -> TrainConfig:
-        """The TrainConfig for one model: the study's [train] section plus overrides."""
-        values = {**self.train, **overrides, "model": model}
+        """The TrainConfig for one model: the study's [train] section plus overrides.
+
+        With [train] seeds = [...] the first seed is the default (override seed= for others).
+        """
+        values = {k: v for k, v in self.train.items() if k != "seeds"}
+        if "seeds" in self.train and "seed" not in overrides:
+            values["seed"] = self.seeds()[0]
+        values = {**values, **overrides, "model": model}
         if isinstance(values.get("rotations"), str):
             values["rotations"] = parse_rotations(values["rotations"])
         elif "rotations" in values:
@@ -101,37 +126,141 @@ def study_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -
         raise RotvizError("the study file names no [datasets.NAME] section")
     models = tuple(raw.get("models", STUDY_MODELS))
     sections = {k: v for k, v in raw.items() if k not in ("data", "datasets", "models", "train")}
-    return Study(path, datasets, models, dict(raw.get("train", {})), sections)
+    for name, keys in SECTION_KEYS.items():
+        check_section(name, sections.get(name), keys, datasets)
+    study = Study(path, datasets, models, dict(raw.get("train", {})), sections)
+    study.seeds()  # a bad seeds list fails here, not after hours of training
+    return study
+
+
+# Keys of the optional sections (read by rotviz.probe_cli.probe_and_sanity_tables).
+SECTION_KEYS = {
+    "probe": {
+        "datasets",
+        "models",
+        "fractions",
+        "seeds",
+        "min_images",
+        "unfreeze_last",
+        "finetune_epochs",
+        "finetune_lr",
+        "tasks",
+    },
+    "sanity": {
+        "datasets",
+        "models",
+        "layer",
+        "neurons",
+        "method",
+        "aggregate",
+        "threshold",
+        "images",
+        "data_randomisation",
+    },
+}
+
+
+def check_section(name: str, spec: Any, keys: set[str], datasets: dict[str, DataConfig]) -> None:
+    """RotvizError for a [probe]/[sanity] section with unknown keys or datasets the file lacks."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise RotvizError(f"study [{name}] must be a section (a table of keys)")
+    unknown = set(spec) - keys
+    if unknown:
+        raise RotvizError(
+            f"study [{name}]: unknown keys {sorted(unknown)} (known: {', '.join(sorted(keys))})"
+        )
+    missing = [d for d in spec.get("datasets", []) if d not in datasets]
+    if missing:
+        raise RotvizError(
+            f"study [{name}] names datasets {missing} that have no [datasets.NAME] section"
+        )
+
+
+def _seed_configs(study: Study, model: str) -> list[TrainConfig]:
+    """One TrainConfig per training seed of the study ([train] seeds, else its seed)."""
+    return [study.train_config(model, seed=s) for s in study.seeds()]
+
+
+def _interval_rows(
+    cmp: Comparison, seeds: dict[str, list[float]] | None = None
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Display cells (mean [95% CI] in %) and numeric CSV columns of one comparison.
+
+    seeds (trained / random: one figure per training seed) adds Student-t rows over seeds.
+    """
+    shown = cmp.row()
+    numbers = cmp.numbers()
+    if seeds and len(seeds["trained"]) > 1:
+        for net in ("trained", "random"):
+            iv = seed_interval(seeds[net])
+            shown[f"{net}, over seeds"] = iv.format()
+            numbers.update(
+                {
+                    f"{net}_seeds": iv.estimate,
+                    f"{net}_seeds_low": iv.low,
+                    f"{net}_seeds_high": iv.high,
+                    "n_seeds": iv.n,
+                }
+            )
+    return shown, numbers
 
 
 def accuracy_table(
     study: Study,
     store: CheckpointStore,
-    device: str | torch.device = "auto",
+    device: str | torch.device | Any = "auto",
     log: Callable[[str], None] = print,
     datasets: list[str] | None = None,
     models: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Test rotation accuracy (%) per dataset x model, trained and random twin; trains only what the store lacks.
+    """Test rotation accuracy (%) per dataset x model, trained and random twin, as
+    "mean [95% CI]" over test images; trains only what the store lacks.
 
-    Rows: (dataset, "trained" | "random"); columns: models.
+    Rows: (dataset, trained | random | difference | p (Wilcoxon)), plus
+    (dataset, "trained, over seeds" | "random, over seeds") when [train] has several seeds;
+    columns: models. The numeric intervals (fractions) are in df.attrs["numbers"], one row
+    per dataset and model, for CSV. device may be a str, torch.device or train.RunConfig.
     """
+    from rotviz.evaluate import rotation_logits
+    from rotviz.models import random_twin
+    from rotviz.pipeline import load_split
+    from rotviz.train import resolve_device
+
     datasets = datasets or list(study.datasets)
     models = models or list(study.models)
-    rows = {}
+    dev = resolve_device(device)
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    numbers = []
     for ds in datasets:
-        trained, random = {}, {}
+        data = study.data_config(ds)
+        test = None
         for model in models:
-            outcome = train_or_load(
-                study.data_config(ds), study.train_config(model), store, device, log=log
+            per_image: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
+            for cfg in _seed_configs(study, model):
+                ckpt = train_or_load(data, cfg, store, device, log=log).checkpoint
+                if test is None:
+                    _, test = load_split(data, "test")
+                if len(test) == 0:
+                    raise RotvizError(f"{ds}: the test split is empty, nothing to evaluate")
+                nets = {"trained": ckpt.model, "random": random_twin(ckpt.model, cfg.seed)}
+                for net, m in nets.items():
+                    logits, labels = rotation_logits(m, test.images, cfg.rotations, dev)
+                    correct = rotation_correctness(logits, labels, len(test))
+                    per_image[net].append(correct.mean(1))
+            # one bootstrap unit per image: its correctness averaged over rotations and seeds
+            cmp = compare_paired(
+                np.mean(per_image["trained"], axis=0), np.mean(per_image["random"], axis=0)
             )
-            test = outcome.checkpoint.card["metrics"]["test"]
-            trained[model] = percent(test["trained"]["accuracy"])
-            random[model] = percent(test["random"]["accuracy"])
-        rows[(ds, "trained")] = trained
-        rows[(ds, "random")] = random
-    df = pd.DataFrame.from_dict(rows, orient="index")
+            seeds = {net: [float(c.mean()) for c in per_image[net]] for net in per_image}
+            shown, nums = _interval_rows(cmp, seeds)
+            for row, text in shown.items():
+                cells.setdefault((ds, row), {})[model] = text
+            numbers.append({"dataset": ds, "model": model, **nums})
+    df = pd.DataFrame.from_dict(cells, orient="index")
     df.index = pd.MultiIndex.from_tuples(df.index, names=["dataset", "network"])
+    df.attrs["numbers"] = pd.DataFrame(numbers)
     return df
 
 
@@ -144,6 +273,11 @@ PUBLISHED_GOODNESS = {
     "rotation": {"efficientnet_b0": 28.7, "mobilenet_v2": 31.8, "six_layer": 12.8},
     "embedding": {"efficientnet_b0": 11.6, "mobilenet_v2": 21.0, "six_layer": 6.6},
 }
+
+
+def study_lambda(layer: str, model: str, fallback: float = 8e-4) -> float:
+    """The study's absolute lambda for (layer, model), or fallback for models it did not use."""
+    return STUDY_THRESHOLDS.get(layer, {}).get(model, fallback)
 
 
 def default_threshold(layer: str, model: str) -> Threshold:
@@ -181,9 +315,12 @@ def goodness_tables(
     log: Callable[[str], None] = print,
     models: list[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The study's two goodness tables (rotation and embedding layer): mean Q (%) on the test split.
+    """The study's two goodness tables (rotation and embedding layer): mean Q (%) on the test
+    images with boxes, "mean [95% CI]" over images.
 
-    Rows: trained, random; columns: "model (threshold)". Reads the [goodness] section:
+    Rows: trained, random, difference, p (Wilcoxon), images scored (plus "trained, over
+    seeds", "random, over seeds" with several [train] seeds); columns: "model (threshold)";
+    numeric intervals in df.attrs["numbers"]. Reads the [goodness] section:
     dataset, neurons, method, aggregate, box_categories, include_crowd, thresholds.<layer>.<model>.
     """
     from rotviz.goodness import goodness_run
@@ -195,7 +332,7 @@ def goodness_tables(
         "dataset", "coco" if "coco" in study.datasets else next(iter(study.datasets))
     )
     data = study.data_config(dataset)
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     ds, test = load_split(data, "test")
     keep = resolve_categories(ds, spec.get("box_categories", []))
     tables = {}
@@ -206,7 +343,7 @@ def goodness_tables(
             method=spec.get("method", "saliency"),
             aggregate=spec.get("aggregate", "none"),
         )
-        columns = {}
+        columns, numbers = {}, []
         for model in models or list(study.models):
             given = spec.get("thresholds", {}).get(layer, {}).get(model)
             threshold = (
@@ -214,19 +351,33 @@ def goodness_tables(
                 if given is not None
                 else default_threshold(layer, model)
             )
-            ckpt = train_or_load(data, study.train_config(model), store, dev, log=log).checkpoint
-            log(
-                f"goodness: {model}, {layer} layer, {threshold.describe()}, {len(test)} test images"
-            )
-            s = goodness_run(
-                ckpt, test, sal, threshold, dev, keep, spec.get("include_crowd", True)
-            ).summary
-            columns[f"{model} ({threshold.describe()})"] = {
-                "trained": percent(s["mean_q_trained"]),
-                "random": percent(s["mean_q_random"]),
-                "images scored": str(s["n_scored"]),
+            q: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
+            for cfg in _seed_configs(study, model):
+                ckpt = train_or_load(data, cfg, store, device, log=log).checkpoint
+                log(
+                    f"goodness: {model} (seed {cfg.seed}), {layer} layer, "
+                    f"{threshold.describe()}, {len(test)} test images"
+                )
+                run = goodness_run(
+                    ckpt, test, sal, threshold, dev, keep, spec.get("include_crowd", True)
+                )
+                q["trained"].append(run.rows["q_trained"].to_numpy(dtype=float))
+                q["random"].append(run.rows["q_random"].to_numpy(dtype=float))
+            # images without boxes are NaN in every seed; compare_paired leaves their pairs out
+            with np.errstate(invalid="ignore"):
+                q_t, q_r = np.mean(q["trained"], axis=0), np.mean(q["random"], axis=0)
+            cmp = compare_paired(q_t, q_r)
+            seeds = {
+                net: [float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in q[net]]
+                for net in q
             }
+            shown, nums = _interval_rows(cmp, seeds)
+            shown["images scored"] = str(int(np.isfinite(q_t).sum()))
+            name = f"{model} ({threshold.describe()})"
+            columns[name] = shown
+            numbers.append({"model": model, "threshold": threshold.describe(), **nums})
         df = pd.DataFrame(columns)
         df.index.name = f"{layer} layer"
+        df.attrs["numbers"] = pd.DataFrame(numbers)
         tables[layer] = df
     return tables

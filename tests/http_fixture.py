@@ -52,8 +52,8 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
             rel = self.path.split("?", 1)[0].lstrip("/")
             target = (server_state.root / rel).resolve()
             if server_state.root.resolve() not in target.parents or not target.is_file():
+                self._record(404, 0)  # before answering: the client may check hits right after
                 self.send_error(404)
-                self._record(404, 0)
                 return
             size = target.stat().st_size
             start, end = 0, size - 1
@@ -64,14 +64,15 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
                 start = int(m.group(1))
                 end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
                 if start >= size:
+                    self._record(416, 0)
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{size}")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    self._record(416, 0)
                     return
                 status = 206
             length = end - start + 1
+            self._record(status, length)
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(length))
@@ -82,7 +83,6 @@ def _handler(server_state: FileServer) -> type[http.server.BaseHTTPRequestHandle
             with open(target, "rb") as f:
                 f.seek(start)
                 shutil.copyfileobj(_Limited(f, length), self.wfile)
-            self._record(status, length)
 
     return Handler
 

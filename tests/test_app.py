@@ -251,6 +251,37 @@ def test_metrics_page_tables(card, app_dirs):
     assert len(at.get("plotly_chart")) == 1  # the dataset sweep
 
 
+def test_metrics_page_probe_and_sanity_show_numbers(app_dirs):
+    import re
+
+    at = run_page("pages/metrics.py")
+    assert at.selectbox(key="met_dn_dataset").value == "demo"
+    n_frames = len(at.dataframe)
+    ci = at.dataframe[n_frames - 1].value  # the accuracy intervals of the chosen checkpoint
+    cell = re.compile(r"^(\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]$")
+    for col in ("trained", "random"):
+        x, lo, hi = map(float, cell.match(ci[col].iloc[0]).groups())
+        assert lo <= x <= hi
+    at.button(key="met_probe").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    probe = at.dataframe[n_frames].value
+    assert {"method", "labels", "trained", "random", "p (Wilcoxon)"} <= set(probe.columns)
+    assert set(probe["method"]) >= {"linear", "knn"}
+    assert probe["labels"].tolist()[-1] == "100%"
+    for text in probe["trained"]:
+        x, lo, hi = map(float, cell.match(text).groups())
+        assert 0 <= lo <= x <= hi <= 100
+
+    at.button(key="met_sanity").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    sims = at.dataframe[n_frames + 1].value
+    assert sims["comparison"].tolist()[0] == "trained vs random twin"
+    for col in ("Spearman rank correlation", "SSIM", "top-5% pixel intersection"):
+        v = float(sims[col].iloc[0])
+        assert -1.0 <= v <= 1.0 and v == v  # a number, not NaN
+    assert float(sims["top-5% pixel intersection"].iloc[0]) < 1.0  # the twin's map differs
+
+
 # --------------------------------------------------------------------------- your images
 
 

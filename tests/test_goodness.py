@@ -169,7 +169,7 @@ def test_goodness_tables_have_both_layers_thresholds_and_both_networks(demo_stor
     assert list(tables["rotation"].columns) == ["six_layer (box-area)"]
     assert list(tables["embedding"].columns) == ["six_layer (abs:0.0008)"]  # the study's lambda
     for df in tables.values():
-        assert list(df.index) == ["trained", "random", "images scored"]
+        assert list(df.index) == ["trained", "random", "difference", "p (Wilcoxon)", "images scored"]
         assert "nan" not in df.to_markdown().lower()
 
 

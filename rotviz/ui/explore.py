@@ -13,8 +13,8 @@ import streamlit as st
 from rotviz.figures import sweep_plotly, trained_vs_random_figure
 from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold, format_q
 from rotviz.saliency import METHODS, SaliencyConfig, method_warning
+from rotviz.study import study_lambda
 from rotviz.ui import cached, common, export, render
-from rotviz.ui.summaries import study_threshold
 
 METHOD_LABELS = {
     "saliency": "saliency |∂a/∂x| (the study)",
@@ -86,7 +86,7 @@ def threshold_widgets(key: str, model: str, layer: str) -> Threshold:
     c1, c2 = st.columns([1, 2])
     mode = c1.radio("Threshold", list(MODES), format_func=MODES.get, key=f"{key}-mode")
     if mode == "absolute":
-        default = study_threshold(model, layer)
+        default = study_lambda(layer, model)
         lam = c2.select_slider(
             "λ: S_p = 1 where saliency S ≥ λ (log scale)",
             options=lambda_options(),

@@ -16,9 +16,10 @@ import pandas as pd
 from rotviz.config import DataConfig
 from rotviz.metrics import Absolute, Threshold, goodness_scores, mean_goodness, threshold_sweep
 from rotviz.saliency import SaliencyConfig
+from rotviz.stats import compare_paired, format_p
 from rotviz.store import data_config_from_card
+from rotviz.study import PUBLISHED_GOODNESS, STUDY_THRESHOLDS, study_lambda
 from rotviz.ui import cached
-from rotviz.ui.summaries import PUBLISHED_GOODNESS, study_threshold
 
 
 @dataclass
@@ -72,7 +73,7 @@ def threshold_for(mode: str, value: float | None, model: str, layer: str) -> Thr
     from rotviz.metrics import BoxArea, Percentile
 
     if mode == "study":
-        return Absolute(study_threshold(model, layer))
+        return Absolute(study_lambda(layer, model))
     if mode == "absolute":
         return Absolute(float(value))
     if mode == "percentile":
@@ -86,13 +87,16 @@ def goodness_table(results: list[SplitMaps], mode: str, value: float | None) -> 
     for res in results:
         model = res.card["model"]
         threshold = threshold_for(mode, value, model, res.layer)
-        q_t = mean_goodness(goodness_scores(res.trained, res.masks, threshold))
-        q_r = mean_goodness(goodness_scores(res.random, res.masks, threshold))
+        per_t = goodness_scores(res.trained, res.masks, threshold)
+        per_r = goodness_scores(res.random, res.masks, threshold)
+        q_t, q_r = mean_goodness(per_t), mean_goodness(per_r)
         published = (
             PUBLISHED_GOODNESS.get(res.layer, {}).get(model)
             if res.card["dataset"] == "coco"
             else None
         )
+        published_lambda = STUDY_THRESHOLDS.get(res.layer, {}).get(model)
+        cmp = compare_paired([g.q for g in per_t], [g.q for g in per_r])  # NaN: no box
         rows.append(
             {
                 "layer": res.layer,
@@ -102,8 +106,14 @@ def goodness_table(results: list[SplitMaps], mode: str, value: float | None) -> 
                 "mean Q, trained (%)": None if q_t.mean is None else round(100 * q_t.mean, 1),
                 "mean Q, random twin (%)": None if q_r.mean is None else round(100 * q_r.mean, 1),
                 "images with boxes": q_t.n_used,
-                "published mean Q, trained (%)": published[1] if published else None,
-                "published threshold": f"abs:{published[0]:g}" if published else None,
+                "Q trained, mean [95% CI] (%)": cmp.trained.format(),
+                "Q random twin, mean [95% CI] (%)": cmp.random.format(),
+                "difference (%)": cmp.difference.format(),
+                "p (Wilcoxon)": format_p(cmp.p_value),
+                "published mean Q, trained (%)": published,
+                "published threshold": f"abs:{published_lambda:g}"
+                if published is not None
+                else None,
                 "checkpoint": res.card["name"],
             }
         )

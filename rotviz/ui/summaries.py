@@ -16,26 +16,6 @@ from rotviz.study import PUBLISHED_ACCURACY
 from rotviz.ui import common
 from rotviz.ui.cached import data_key
 
-# The seed report's mean goodness on the COCO test set (%), with its per-model thresholds.
-# TEMPORARY here: belongs beside PUBLISHED_ACCURACY in rotviz/study.py.
-PUBLISHED_GOODNESS = {
-    "rotation": {
-        "efficientnet_b0": (8e-3, 28.7),
-        "mobilenet_v2": (8e-3, 31.8),
-        "six_layer": (8e-4, 12.8),
-    },
-    "embedding": {
-        "efficientnet_b0": (1e-4, 11.6),
-        "mobilenet_v2": (1e-2, 21.0),
-        "six_layer": (8e-4, 6.6),
-    },
-}
-
-
-def study_threshold(model: str, layer: str) -> float:
-    """The study's absolute threshold for a model and layer (8e-4 for models it did not use)."""
-    return PUBLISHED_GOODNESS.get(layer, {}).get(model, (8e-4, None))[0]
-
 
 @st.cache_data(show_spinner="Counting images...", max_entries=32)
 def split_counts(key: str, _cfg: DataConfig) -> dict[str, int]:
