@@ -118,7 +118,7 @@ def test_saliency_command_writes_every_output(demo_store, tmp_path):
             "--threshold",
             "pct:90",
             "--aggregate",
-            "mean",
+            "none",
             "--out",
             str(out),
             "--figures",
@@ -153,6 +153,7 @@ def test_saliency_command_writes_every_output(demo_store, tmp_path):
     assert "mean Q" in res.stdout
 
 
+@pytest.mark.slow
 def test_goodness_tables_have_both_layers_thresholds_and_both_networks(demo_store):
     store, *_ = demo_store
     study = study_from_dict(
@@ -169,7 +170,13 @@ def test_goodness_tables_have_both_layers_thresholds_and_both_networks(demo_stor
     assert list(tables["rotation"].columns) == ["six_layer (box-area)"]
     assert list(tables["embedding"].columns) == ["six_layer (abs:0.0008)"]  # the study's lambda
     for df in tables.values():
-        assert list(df.index) == ["trained", "random", "difference", "p (Wilcoxon)", "images scored"]
+        assert list(df.index) == [
+            "trained",
+            "random",
+            "difference",
+            "p (Wilcoxon)",
+            "images scored",
+        ]
         assert "nan" not in df.to_markdown().lower()
 
 

@@ -78,6 +78,7 @@ def test_second_request_is_served_from_the_store(photo_folder, tmp_path):
     assert name in listing.stdout and "six_layer" in listing.stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_epoch_and_ends_like_an_uninterrupted_one(
     photo_folder, tmp_path
 ):
