@@ -109,6 +109,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def command_line() -> str:
+    """The command that is running, as a user would type it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("rotviz", "__main__.py")):
+        argv[0] = "python -m rotviz"
+    return " ".join(argv)
+
+
 def new_card(data: DataConfig, train: TrainConfig, key: str, fingerprint: str) -> dict[str, Any]:
     """The JSON card of a checkpoint about to be trained."""
     return {
@@ -123,7 +131,7 @@ def new_card(data: DataConfig, train: TrainConfig, key: str, fingerprint: str) -
         "history": [],
         "metrics": {},
         "versions": library_versions(),
-        "command": " ".join(sys.argv),
+        "command": command_line(),
     }
 
 
