@@ -329,7 +329,8 @@ def saliency_maps(
             xb = x[rows].detach().to(device)
             sub = neurons.for_images(rows)
             if path == "replicate":
-                maps = _replicated_batch(forward, xb, sub, chunk_size)
+                with channels_last(model):
+                    maps = _replicated_batch(forward, xb, sub, chunk_size)
             else:
                 xb = xb.clone().requires_grad_(True)
                 maps = _saliency_batch(forward, xb, sub, chunk_size, path == "vmap")
@@ -340,6 +341,20 @@ def saliency_maps(
 def auto_chunk_size(n_images: int) -> int:
     """Neurons per vmapped backward pass: about CHUNK_IMAGES image-gradients at once."""
     return max(1, CHUNK_IMAGES // max(1, n_images))
+
+
+@contextlib.contextmanager
+def channels_last(model: nn.Module) -> Iterator[None]:
+    """Run convolutions in channels-last layout (oneDNN's fast path for big batches), then restore."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_contiguous = [m.weight.is_contiguous() for m in convs]
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for conv, contiguous in zip(convs, was_contiguous, strict=True):
+            if contiguous:
+                conv.weight.data = conv.weight.data.contiguous()
 
 
 def _replicated_batch(
@@ -357,7 +372,8 @@ def _replicated_batch(
     for start in range(0, n_sel, c_max):
         cols = sel[:, start : start + c_max]  # (N, c)
         c = cols.shape[1]
-        xr = x.repeat_interleave(c, dim=0).requires_grad_(True)  # (N*c, 3, H, W)
+        xr = x.repeat_interleave(c, dim=0).contiguous(memory_format=torch.channels_last)
+        xr.requires_grad_(True)  # (N*c, 3, H, W)
         acts = forward(xr)  # (N*c, n)
         picked = acts[torch.arange(n_img * c, device=acts.device), cols.reshape(-1)]
         (grads,) = torch.autograd.grad(picked.sum(), xr)

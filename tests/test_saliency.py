@@ -452,3 +452,9 @@ def test_saliency_config(six, x64):
     ]:
         with pytest.raises(RotvizError):
             SaliencyConfig(**bad)
+
+
+def test_replicate_path_leaves_the_model_layout_as_it_was(six, x32):
+    before = {k: v.is_contiguous() for k, v in six.state_dict().items()}
+    saliency_maps(six, x32, "embedding", AllNeurons(), path="replicate")
+    assert {k: v.is_contiguous() for k, v in six.state_dict().items()} == before
