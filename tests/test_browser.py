@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -125,7 +124,10 @@ def test_saliency_page_in_chromium(app_url, tmp_path):
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
             if os.environ.get("ROTVIZ_UPDATE_SCREENSHOT") == "1":
+                # the README's picture: tall enough to show the maps, masks and Q
+                page.set_viewport_size({"width": 1280, "height": 1900})
+                page.wait_for_timeout(1500)
                 (REPO / "docs").mkdir(exist_ok=True)
-                shutil.copy(shot, REPO / "docs" / "screenshot_saliency.png")
+                page.screenshot(path=str(REPO / "docs" / "screenshot_saliency.png"))
         finally:
             browser.close()
