@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from rotviz.config import TrainConfig
 from rotviz.figures import close_figure, sweep_figure, sweep_plotly
+from rotviz.models import STUDY_MODELS
 from rotviz.saliency import SaliencyConfig
-from rotviz.ui import cached, common, downstream, explore, export, scores, summaries
+from rotviz.ui import cached, common, downstream, explore, export, jobs, scores, summaries, training
 
 common.page_header(
     "Metrics",
@@ -130,6 +132,31 @@ def goodness_section(cards: list[dict], acc: pd.DataFrame) -> None:
             f"metrics-{dataset}",
             key="met_bundle",
         )
+
+
+def missing_section(cards: list[dict]) -> None:
+    """Train, in the background, the study's models a dataset has no checkpoint for."""
+    with st.expander("Train what is missing for a dataset"):
+        c1, c2 = st.columns(2)
+        with c1:
+            dataset = common.dataset_select("met_miss_dataset")
+        epochs = c2.number_input("Epochs", 1, 500, TrainConfig().epochs, key="met_miss_epochs")
+        have = {c["model"] for c in cards if c["dataset"] == dataset}
+        missing = [m for m in STUDY_MODELS if m not in have]
+        keys = st.session_state.setdefault("met_miss_jobs", [])
+        if missing:
+            st.caption(f"No checkpoint of {', '.join(missing)} on {dataset} yet (study preset).")
+            if st.button(f"Train {len(missing)} missing model(s)", key="met_miss_train"):
+                data = common.data_config(dataset)
+                for model in missing:
+                    train = TrainConfig(model=model, epochs=int(epochs))
+                    job = jobs.registry().start(data, train, common.store().root)
+                    if job.key not in keys:
+                        keys.append(job.key)
+        else:
+            st.caption(f"The store has every study model on {dataset}.")
+        for key in keys:
+            training.job_panel(key)
 
 
 def show_figure(fig) -> None:  # noqa: ANN001 (a matplotlib Figure)
@@ -297,6 +324,9 @@ with common.shown_errors("the accuracy table"):
     )
     st.dataframe(acc, hide_index=True, width="stretch")
     export.table_buttons(acc, "rotation_accuracy", key="acc", caption="Rotation accuracy (%)")
+
+with common.shown_errors("training the missing checkpoints"):
+    missing_section(cards)
 
 st.header("Saliency goodness Q")
 st.caption(common.Q_HELP + " Mean over the test images that have boxes.")

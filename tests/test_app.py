@@ -251,6 +251,29 @@ def test_metrics_page_tables(card, app_dirs):
     assert len(at.get("plotly_chart")) == 1  # the dataset sweep
 
 
+def test_metrics_page_trains_what_is_missing_in_the_background(card, app_dirs, monkeypatch):
+    import rotviz.models
+    from rotviz.ui.jobs import registry
+
+    # a tiny timm net stands in for the study's big ones, to keep the test fast
+    monkeypatch.setattr(rotviz.models, "STUDY_MODELS", ("six_layer", "test_efficientnet"))
+    at = run_page("pages/metrics.py")
+    at.number_input(key="met_miss_epochs").set_value(1).run()
+    assert "No checkpoint of test_efficientnet on demo yet" in texts(at)
+    at.button(key="met_miss_train").click().run()
+    assert not at.exception
+    assert registry().wait_all(timeout=300)
+    at.run()
+    assert not at.exception and not at.error
+    models = {
+        c["model"] for c in CheckpointStore(app_dirs["store"]).cards() if c["dataset"] == "demo"
+    }
+    assert "test_efficientnet" in models
+    assert "The store has every study model on demo" in texts(at)
+    acc = at.dataframe[0].value
+    assert (acc["model"] == "test_efficientnet").any()
+
+
 def test_metrics_page_probe_and_sanity_show_numbers(app_dirs):
     import re
 
