@@ -312,7 +312,8 @@ def test_sharded_study_writes_exactly_the_single_process_tables(tmp_path):
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert "served from the store" in sharded.stderr
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert names == ["accuracy.md", "goodness_embedding.md", "goodness_rotation.md"]
+    tables = ["accuracy", "goodness_embedding", "goodness_rotation"]
+    assert names == sorted([f"{t}.md" for t in tables] + [f"{t}_numbers.csv" for t in tables])
     assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
     for name in names:
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
