@@ -149,9 +149,10 @@ def prepare_model(model: nn.Module, device: torch.device, run: RunConfig) -> nn.
     Returns the module to call; parameters stay those of ``model`` (saved unwrapped).
     """
     model.to(device).train()
+    # channels-last convolutions are faster on CPU (oneDNN) as on GPU: measured 1.2-1.7x here
+    model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        model.to(memory_format=torch.channels_last)
     if not distributed.is_distributed():
         return model
     check_run(run, device)
@@ -290,9 +291,7 @@ def train(
                 perm = torch.randperm(len(global_idx) * m, generator=label_rng)
                 y = torch.arange(m).repeat(len(global_idx))[perm][share.start * m : share.stop * m]
                 y = y.to(device)
-            x = normalize(x)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = normalize(x).contiguous(memory_format=torch.channels_last)
 
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = net(x)

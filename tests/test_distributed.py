@@ -160,6 +160,7 @@ def ghost_bn_training(images: np.ndarray, cfg: TrainConfig, world: int) -> torch
     """
     with one_thread():
         model = build_model(cfg.model, len(cfg.rotations), cfg.seed).train()
+        model.to(memory_format=torch.channels_last)  # the layout the training loop uses
         optimizer = make_optimizer(model, cfg)
         data, m = torch.from_numpy(np.array(images)), len(cfg.rotations)
         steps = check_world(len(data), cfg.batch_size, world)
@@ -172,7 +173,8 @@ def ghost_bn_training(images: np.ndarray, cfg: TrainConfig, world: int) -> torch
                 optimizer.zero_grad()
                 for r in range(world):
                     x, y = rotation_batch(data[idx[distributed.rank_slice(len(idx), r, world)]])
-                    loss = torch.nn.functional.cross_entropy(model(normalize(x)), y)
+                    x = normalize(x).contiguous(memory_format=torch.channels_last)
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
                     (loss * len(y) / (len(idx) * m)).backward()
                     if r == 0:
                         rank0_buffers = {k: b.clone() for k, b in model.named_buffers()}
