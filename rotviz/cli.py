@@ -207,6 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_config(args),
         CheckpointStore(args.store),
         run_config(args),
+        on_step=step_progress_bar(),
         log=log,
         half=args.half,
     )
@@ -218,6 +219,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (" [from the store]" if outcome.from_store else "")
     )
     return 0
+
+
+def step_progress_bar():
+    """A tqdm bar per epoch on stderr with the running loss and batch accuracy (rank 0 only)."""
+    from tqdm import tqdm
+
+    from rotviz.distributed import is_main
+
+    state: dict = {}
+
+    def on_step(p) -> None:  # p: rotviz.train.StepProgress
+        if not is_main():
+            return
+        if state.get("epoch") != p.epoch:
+            if "bar" in state:
+                state["bar"].close()
+            desc = f"epoch {p.epoch + 1}/{p.epochs}"
+            state.update(
+                epoch=p.epoch, bar=tqdm(total=p.steps, desc=desc, file=sys.stderr, leave=False)
+            )
+        bar = state["bar"]
+        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.0%}", refresh=False)
+        bar.update(p.step - bar.n)
+        if p.step == p.steps:
+            bar.close()
+
+    return on_step
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
