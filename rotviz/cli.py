@@ -13,7 +13,7 @@ from rotviz.errors import RotvizError
 from rotviz.models import STUDY_MODELS
 from rotviz.rotation import parse_rotations
 from rotviz.store import DEFAULT_STORE, CheckpointStore
-from rotviz.tables import FORMATS, format_table
+from rotviz.tables import FORMATS, format_table, percent
 
 EXAMPLES = """examples:
   python -m rotviz train --dataset lfw --root DATA/lfw --model six_layer --epochs 2
@@ -406,7 +406,9 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 
 def fmt_pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+    """0.287 -> "28.7%"; missing -> "n/a"."""
+    text = percent(v)
+    return text if text == "n/a" else f"{text}%"
 
 
 def progress_printer(what: str):

@@ -128,8 +128,6 @@ def train_or_load(
             log(f"trained meanwhile by another process, served from the store: {ckpt.path}")
             return TrainOutcome(ckpt, True)
         train_split = _split(ds, data, "train", cache_dir)
-        if len(train_split) == 0:
-            raise RotvizError(f"the {data.dataset} dataset has no training images")
         # rank 0 reads the partial checkpoint; DDP copies its weights to the other ranks and
         # the optimiser state and history travel by broadcast, so any world size resumes it
         resumed = store.resume_state(name) if main else None
