@@ -49,10 +49,10 @@ def store_root() -> Path:
 
 
 def model_for(name: str) -> tuple[torch.nn.Module, str]:
-    cards = [c for c in CheckpointStore(store_root()).cards() if c["model"] == name]
+    cards = [c for c in CheckpointStore(store_root()).cards() if c.model == name]
     if cards:
-        ckpt = CheckpointStore().load_file(cards[0]["card_path"])
-        return ckpt.model, f"checkpoint {cards[0]['name']}"
+        ckpt = CheckpointStore().load_file(cards[0].path)
+        return ckpt.model, f"checkpoint {cards[0].name}"
     return build_model(name, 4, 0).eval(), "random weights (no checkpoint in the store)"
 
 

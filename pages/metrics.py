@@ -7,11 +7,25 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from rotviz.checkpoint import Card
 from rotviz.config import TrainConfig
 from rotviz.figures import close_figure, sweep_figure, sweep_plotly
 from rotviz.models import STUDY_MODELS
 from rotviz.saliency import SaliencyConfig
 from rotviz.ui import cached, common, downstream, explore, export, jobs, scores, summaries, training
+
+RECIPE = ("layer", "dataset", "model", "epochs", "rotations (°)", "seed", "labels", "max images")
+DISPLAY_ACCURACY = ["trained (%)", "random (%)", "difference (%)", "p (Wilcoxon)", "test images"]
+PERCENT_COLUMNS = {
+    c: st.column_config.NumberColumn(c, format="%.1f")
+    for c in (
+        "ours, trained (%)",
+        "ours, random twin (%)",
+        "accuracy, trained (%)",
+        "accuracy, random twin (%)",
+        "chance (%)",
+    )
+}
 
 common.page_header(
     "Metrics",
@@ -20,19 +34,21 @@ common.page_header(
 )
 
 
-def goodness_section(cards: list[dict], acc: pd.DataFrame) -> None:
+def goodness_section(cards: list[Card], acc: pd.DataFrame) -> None:
     """Goodness tables with intervals, sweeps and exports for the chosen checkpoints."""
     boxed = [d for d in common.available_datasets() if d in ("demo", "coco")]
     dataset = st.selectbox("Dataset (with boxes)", boxed, key="met_dataset")
-    ds_cards = [c for c in cards if c["dataset"] == dataset]
+    ds_cards = {str(c.path): c for c in cards if c.dataset == dataset}
     if not ds_cards:
         st.info(f"No checkpoint for {dataset} in the store: train one on the Train page.")
         return
+    study_first = sorted(ds_cards, key=lambda p: not ds_cards[p].recipe.is_study())
     chosen = st.multiselect(
-        "Checkpoints",
-        [c["card_path"] for c in ds_cards],
-        default=[c["card_path"] for c in ds_cards][:3],
-        format_func=lambda p: common.card_label(next(c for c in ds_cards if c["card_path"] == p)),
+        "Checkpoints (each row shows its recipe; the published figures stand only beside the "
+        "study's recipe and protocol)",
+        study_first,
+        default=[p for p in study_first if ds_cards[p].recipe.is_study()][:3],
+        format_func=lambda p: ds_cards[p].label(),
         key="met_ckpts",
     )
     c1, c2, c3 = st.columns(3)
@@ -62,76 +78,80 @@ def goodness_section(cards: list[dict], acc: pd.DataFrame) -> None:
     elif mode == "percentile":
         value = st.slider("percentile p", 0.0, 100.0, 90.0, 0.5, key="met_pct")
 
-    settings = [(card_path, layer) for card_path in chosen for layer in ("rotation", "embedding")]
+    settings = [(path, layer) for path in chosen for layer in ("rotation", "embedding")]
     run_key = ("met_done", tuple(settings), method, aggregate)
     done = st.session_state.get("met_done") == run_key
     if not done:
         st.info(f"{len(settings)} maps sets to compute (all neurons; cached once computed).")
         done = st.button("Compute the goodness tables", type="primary", key="met_compute")
-    if done:
-        st.session_state["met_done"] = run_key
-        results = []
-        bar = st.progress(0.0, text="Computing maps...")
-        for n, (card_path, layer) in enumerate(settings):
-            card = next(c for c in ds_cards if c["card_path"] == card_path)
-            sal = SaliencyConfig(layer=layer, neurons="all", method=method, aggregate=aggregate)
-
-            def progress(
-                i: int, total: int, n: int = n, card: dict = card, layer: str = layer
-            ) -> None:
-                bar.progress(
-                    (n + i / max(total, 1)) / len(settings),
-                    text=f"{card['model']}, {layer} layer: image {i}/{total}",
-                )
-
-            cfg = common.with_local_paths(scores.card_data_config(card))
-            results.append(scores.split_maps(card, cfg, sal, progress))
-        bar.empty()
-        table = scores.goodness_table(results, mode, value)
-        st.dataframe(table, hide_index=True, width="stretch")
-        export.table_buttons(
-            table, f"goodness-{dataset}", key="good", caption="Mean goodness Q (%)"
+    if not done or not settings:
+        return
+    st.session_state["met_done"] = run_key
+    results = []
+    bar = st.progress(0.0, text="Computing maps...")
+    for n, (path, layer) in enumerate(settings):
+        card = ds_cards[path]
+        sal = SaliencyConfig(
+            layer=layer,
+            neurons="all",
+            method=method,
+            aggregate=aggregate,
+            rotations=card.rotations,
         )
 
-        st.subheader("Threshold sweep over the dataset")
-        names = {
-            i: f"{r.card['model']}, {r.layer} layer ({r.card['name'][-8:]})"
-            for i, r in enumerate(results)
-        }
-        pick = st.selectbox(
-            "Checkpoint and layer", list(names), format_func=names.get, key="met_sweep"
+        def progress(i: int, total: int, n: int = n, card: Card = card, layer: str = layer) -> None:
+            bar.progress(
+                (n + i / max(total, 1)) / len(settings),
+                text=f"{card.model}, {layer} layer: image {i}/{total}",
+            )
+
+        results.append(
+            scores.layer_run(card, common.with_local_paths(card.data_config), sal, progress)
         )
-        res = results[pick]
-        df_t, df_r = scores.sweeps(res)
-        fig = sweep_plotly(df_t, df_r)
-        fig.update_layout(height=380, legend={"orientation": "h", "y": -0.3})
-        st.plotly_chart(fig, key="met_sweep_chart")
-        st.caption(
-            "Mean Q over the test images with boxes at each threshold; AUC = average Q over the swept "
-            "range. Absolute λ depends on each model's gradient scale; percentiles compare across models."
-        )
-        sweep_table = pd.concat(
-            [df_t.assign(network="trained"), df_r.assign(network="random twin")]
-        )
-        export.figure_buttons(
-            lambda: sweep_figure(df_t, df_r), f"sweep-{res.card['name']}-{res.layer}", key="met_fig"
-        )
-        export.table_buttons(sweep_table, f"sweep-{res.card['name']}-{res.layer}", key="met_sw")
-        export.bundle_button(
-            {"sweep": lambda: sweep_figure(df_t, df_r)},
-            {"goodness": table, "sweep": sweep_table, "rotation_accuracy": acc},
-            {
-                "page": "metrics",
-                "dataset": dataset,
-                "method": method,
-                "aggregate": aggregate,
-                "threshold_mode": mode,
-                "threshold_value": value,
-            },
-            [next(c for c in ds_cards if c["card_path"] == p) for p in chosen],
-            f"metrics-{dataset}",
-            key="met_bundle",
-        )
+    bar.empty()
+    table = scores.goodness_table(results, mode, value)
+    shown = [c for c in table.columns if c in scores.DISPLAY_COLUMNS or c in RECIPE]
+    st.dataframe(table, hide_index=True, width="stretch", column_order=shown)
+    st.caption(
+        "Intervals: 95% percentile bootstrap over the test images with boxes (1,000 resamples); "
+        "p: Wilcoxon signed-rank test, trained vs random twin. The numeric columns of the CSV "
+        "export equal those `python -m rotviz study` writes for the same settings."
+    )
+    export.table_buttons(table, f"goodness-{dataset}", key="good", caption="Mean goodness Q (%)")
+
+    st.subheader("Threshold sweep over the dataset")
+    names = {
+        i: f"{r.card.model}, {r.layer} layer ({r.card.name[-8:]})" for i, r in enumerate(results)
+    }
+    pick = st.selectbox("Checkpoint and layer", list(names), format_func=names.get, key="met_sweep")
+    res = results[pick]
+    df_t, df_r = scores.sweep_frames(res)
+    fig = sweep_plotly(df_t, df_r)
+    fig.update_layout(height=380, legend={"orientation": "h", "y": -0.3})
+    st.plotly_chart(fig, key="met_sweep_chart")
+    st.caption(
+        "Mean Q over the test images with boxes at each threshold; AUC = average Q over the swept "
+        "range. Absolute λ depends on each model's gradient scale; percentiles compare across models."
+    )
+    sweep_table = pd.concat([df_t.assign(network="trained"), df_r.assign(network="random twin")])
+    stem = f"sweep-{res.card.name}-{res.layer}"
+    export.figure_buttons(lambda: sweep_figure(df_t, df_r), stem, key="met_fig")
+    export.table_buttons(sweep_table, stem, key="met_sw")
+    export.bundle_button(
+        {"sweep": lambda: sweep_figure(df_t, df_r)},
+        {"goodness": table, "sweep": sweep_table, "rotation_accuracy": acc},
+        {
+            "page": "metrics",
+            "dataset": dataset,
+            "method": method,
+            "aggregate": aggregate,
+            "threshold_mode": mode,
+            "threshold_value": value,
+        },
+        [ds_cards[p] for p in chosen],
+        f"metrics-{dataset}",
+        key="met_bundle",
+    )
 
 
 def missing_section(cards: list[dict]) -> None:
@@ -141,11 +161,13 @@ def missing_section(cards: list[dict]) -> None:
         with c1:
             dataset = common.dataset_select("met_miss_dataset")
         epochs = c2.number_input("Epochs", 1, 500, TrainConfig().epochs, key="met_miss_epochs")
-        have = {c["model"] for c in cards if c["dataset"] == dataset}
+        have = {c.model for c in cards if c.dataset == dataset and c.recipe.is_study()}
         missing = [m for m in STUDY_MODELS if m not in have]
         keys = st.session_state.setdefault("met_miss_jobs", [])
         if missing:
-            st.caption(f"No checkpoint of {', '.join(missing)} on {dataset} yet (study preset).")
+            st.caption(
+                f"No checkpoint of the study's recipe for {', '.join(missing)} on {dataset} yet."
+            )
             if st.button(f"Train {len(missing)} missing model(s)", key="met_miss_train"):
                 data = common.data_config(dataset)
                 for model in missing:
@@ -176,9 +198,10 @@ def trained_vs_random_section() -> None:
     card = common.checkpoint_select("met_dn_ckpt", dataset)
     if card is None:
         return
-    cfg = cached.viewing_config(card, common.with_local_paths(scores.card_data_config(card)))
+    cfg = cached.viewing_config(card, common.with_local_paths(card.data_config))
     dkey, ckpt_id = cached.data_key(cfg), cached.checkpoint_id(card)
-    stem = f"{card['dataset']}-{card['model']}-{card['name'][-8:]}"
+    stem = f"{card.dataset}-{card.model}-{card.name[-8:]}"
+    st.caption(f"Recipe: {card.recipe.describe()}")
 
     st.subheader("Rotation accuracy, mean [95% CI] over test images")
     with common.shown_errors("the accuracy intervals"):
@@ -187,7 +210,7 @@ def trained_vs_random_section() -> None:
             "Each test image counts once (its share of rotations predicted right); 95% percentile "
             "bootstrap, 1,000 resamples; p: Wilcoxon signed-rank test, trained vs random twin."
         )
-        st.dataframe(ivs, hide_index=True, width="stretch")
+        st.dataframe(ivs, hide_index=True, width="stretch", column_order=DISPLAY_ACCURACY)
         export.table_buttons(ivs, f"accuracy-ci-{stem}", key="met_acc_ci")
 
     st.subheader("Downstream probe: does rotation pretraining help a labelled task?")
@@ -251,9 +274,8 @@ def trained_vs_random_section() -> None:
             format_func=explore.METHOD_LABELS.get,
             key="met_san_method",
         )
-        rotations = tuple(card["train_config"].get("rotations", (0, 1, 2, 3)))
-        sal = SaliencyConfig(layer=layer, neurons=neurons, method=method, rotations=rotations)
-        shuffled = downstream.shuffled_checkpoint(card, cfg)
+        sal = SaliencyConfig(layer=layer, neurons=neurons, method=method, rotations=card.rotations)
+        shuffled = downstream.shuffled_checkpoint(card)
         st.caption(
             "Similarity of the trained map to its random twin's (model randomisation)"
             + (
@@ -312,18 +334,26 @@ def trained_vs_random_section() -> None:
             )
 
 
-cards: list[dict] = []
+cards: list[Card] = []
 acc = pd.DataFrame()
 st.header("Rotation accuracy")
 with common.shown_errors("the accuracy table"):
     cards = common.store().cards()
-    acc = summaries.accuracy_table(cards)
+    acc, others = summaries.accuracy_tables(cards)
     st.caption(
-        "Test rotation accuracy (%) of the newest checkpoint per dataset and model; 'published' is "
-        "the seed report's number. Empty cells: not trained yet (use the Train page)."
+        "Test rotation accuracy (%) of the newest network of the study's recipe (all four "
+        "rotations, real labels, all images) per dataset and model, beside the seed report's "
+        "number. Empty cells: not trained yet (use the Train page)."
     )
-    st.dataframe(acc, hide_index=True, width="stretch")
+    st.dataframe(acc, hide_index=True, width="stretch", column_config=PERCENT_COLUMNS)
     export.table_buttons(acc, "rotation_accuracy", key="acc", caption="Rotation accuracy (%)")
+    if not others.empty:
+        st.subheader("Other networks in the store")
+        st.caption(
+            "Not the study's recipe, so never shown beside its figures: shuffled labels (chance "
+            "by design), rotation subsets (other chance level), quick runs on part of the data."
+        )
+        st.dataframe(others, hide_index=True, width="stretch", column_config=PERCENT_COLUMNS)
 
 with common.shown_errors("training the missing checkpoints"):
     missing_section(cards)

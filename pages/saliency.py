@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.store import data_config_from_card
+from rotviz.checkpoint import Card
 from rotviz.ui import cached, common, explore
 
 common.page_header(
@@ -17,11 +17,11 @@ common.page_header(
 
 @st.fragment
 def threshold_section(
-    card: dict, pair: cached.ModelPair, image, boxes, maps, sweeps, title, settings
+    card: Card, pair: cached.ModelPair, image, boxes, maps, sweeps, title, settings
 ) -> None:
     """Only this part reruns when the threshold moves: maps stay as they are."""
     with common.shown_errors("thresholding the maps"):
-        threshold = explore.threshold_widgets("sal", card["model"], settings["layer"])
+        threshold = explore.threshold_widgets("sal", card.model, settings["layer"])
         shown = explore.threshold_panel(image, boxes, maps, threshold, sweeps, key="sal")
         explore.exports(
             image,
@@ -44,7 +44,7 @@ with common.shown_errors("the saliency page"):
         card = common.checkpoint_select("sal_ckpt", dataset)
     if card is None:
         st.stop()
-    cfg = cached.viewing_config(card, common.with_local_paths(data_config_from_card(card)))
+    cfg = cached.viewing_config(card, common.with_local_paths(card.data_config))
     _, split = cached.split(cached.data_key(cfg), cfg)
 
     only_boxed = st.checkbox("Only images with boxes (Q needs boxes)", value=True, key="sal_boxed")
@@ -96,7 +96,7 @@ with common.shown_errors("the saliency page"):
     settings = {
         "page": "saliency",
         "dataset": dataset,
-        "checkpoint": card["name"],
+        "checkpoint": card.name,
         "image": split.records[index].relpath,
         **sal_cfg.__dict__,
     }
@@ -107,6 +107,6 @@ with common.shown_errors("the saliency page"):
         boxes,
         maps,
         sweeps,
-        f"{card['model']}-{split.records[index].relpath}",
+        f"{card.model}-{split.records[index].relpath}",
         settings,
     )

@@ -44,11 +44,10 @@ with common.shown_errors("the Your images page"):
         st.stop()
 
     sal_cfg = explore.settings_widgets("up")
-    threshold = explore.threshold_widgets("up", card["model"], sal_cfg.layer)
+    threshold = explore.threshold_widgets("up", card.model, sal_cfg.layer)
     pair = cached.model_pair(cached.checkpoint_id(card))
     explore.warn_method(pair.trained, sal_cfg.method)
-    size = card["data_config"].get("image_size", 128)
-    resize = card["data_config"].get("resize", "stretch")
+    size, resize = card.data_config.image_size, card.data_config.resize
 
     for i, (tab, f) in enumerate(zip(st.tabs([f.name for f in files]), files, strict=True)):
         with tab, common.shown_errors(f"image {f.name}"):
@@ -106,7 +105,7 @@ with common.shown_errors("the Your images page"):
             settings = {
                 "page": "your images",
                 "file": f.name,
-                "checkpoint": card["name"],
+                "checkpoint": card.name,
                 "boxes": up.boxes_original.tolist(),
                 **sal_cfg.__dict__,
                 "threshold": threshold.describe(),
@@ -117,7 +116,7 @@ with common.shown_errors("the Your images page"):
                 maps,
                 shown,
                 threshold,
-                f"{card['model']}-{f.name}",
+                f"{card.model}-{f.name}",
                 settings,
                 [card],
                 key=f"up{i}",

@@ -8,11 +8,30 @@ import sys
 import warnings
 from pathlib import Path
 
-from rotviz.config import DataConfig, TrainConfig
+import numpy as np
+from tqdm import tqdm
+
+from rotviz import distributed, download, figures, probe_cli
+from rotviz.cli_options import (
+    add_data_options,
+    add_run_options,
+    add_train_options,
+    data_config,
+    log,
+    run_config,
+    train_config,
+)
 from rotviz.errors import RotvizError
+from rotviz.goodness import goodness_run, sweeps
+from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
-from rotviz.rotation import parse_rotations
-from rotviz.store import DEFAULT_STORE, CheckpointStore
+from rotviz.pipeline import evaluate_pair, load_split, train_or_load
+from rotviz.published import default_threshold
+from rotviz.runs import probe_and_sanity_tables
+from rotviz.runtime import as_runtime
+from rotviz.saliency import SaliencyConfig
+from rotviz.store import DEFAULT_STORE, CheckpointStore, cards_table
+from rotviz.study import Study, accuracy_table, goodness_tables, load_study, resolve_categories
 from rotviz.tables import FORMATS, format_table, percent
 
 EXAMPLES = """examples:
@@ -26,196 +45,21 @@ EXAMPLES = """examples:
 """
 
 
-def add_data_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
-    g = p.add_argument_group("data")
-    if not multi:
-        g.add_argument(
-            "--dataset",
-            default="demo",
-            help="lfw, coco, cityscapes, folder or demo (default: demo)",
-        )
-    g.add_argument(
-        "--root",
-        action="append" if multi else "store",
-        help="dataset folder" + (" (NAME=PATH, repeatable)" if multi else ""),
-    )
-    g.add_argument(
-        "--ann",
-        action="append" if multi else "store",
-        help="COCO instances json" + (" (NAME=PATH)" if multi else ""),
-    )
-    g.add_argument(
-        "--categories",
-        action="append" if multi else "store",
-        default=None,
-        help="COCO categories to keep, names or ids, e.g. cat,dog"
-        + (" (NAME=LIST)" if multi else ""),
-    )
-    g.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.25,
-        help="test share where the dataset has no split (default 0.25)",
-    )
-    g.add_argument(
-        "--resize",
-        choices=["stretch", "center-crop"],
-        default="stretch",
-        help="stretch to 128x128 (the study) or crop the centre square first",
-    )
-    g.add_argument(
-        "--max-images",
-        type=int,
-        default=None,
-        help="use at most this many images per split (quick runs)",
-    )
-
-
-def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
-    g = p.add_argument_group("training (defaults: the study's preset)")
-    if not multi:
-        g.add_argument(
-            "--model",
-            default="six_layer",
-            help="six_layer, efficientnet_b0, mobilenet_v2 or any timm name",
-        )
-    d = TrainConfig()
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"images per step, each at all rotations (default {d.batch_size})",
-    )
-    g.add_argument("--lr", type=float, default=d.lr, help=f"RMSprop learning rate (default {d.lr})")
-    g.add_argument(
-        "--momentum",
-        type=float,
-        default=d.momentum,
-        help=f"RMSprop momentum (default {d.momentum})",
-    )
-    g.add_argument(
-        "--lr-step",
-        type=int,
-        default=d.lr_step,
-        help=f"decay the lr every N epochs (default {d.lr_step})",
-    )
-    g.add_argument(
-        "--lr-gamma",
-        type=float,
-        default=d.lr_gamma,
-        help=f"lr decay factor (default {d.lr_gamma}, no decay, as the study lists)",
-    )
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument(
-        "--rotations", default="0,90,180,270", help="angles in degrees (default 0,90,180,270)"
-    )
-    g.add_argument(
-        "--shuffle-labels",
-        action="store_true",
-        help="train on shuffled rotation labels (data-randomisation baseline)",
-    )
-    add_run_options(g)
-    g.add_argument(
-        "--store", default=str(DEFAULT_STORE), help=f"checkpoint folder (default {DEFAULT_STORE})"
-    )
-    g.add_argument(
-        "--half", action="store_true", help="store weights in float16 (loaded back as float32)"
-    )
-
-
-def add_run_options(g: argparse._ActionsContainer) -> None:
-    """Speed knobs (RunConfig): they never change the checkpoint's name, the card records them."""
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    g.add_argument(
-        "--amp",
-        choices=["auto", "bf16", "fp16", "off"],
-        default="auto",
-        help="mixed precision (default auto: bf16 on CUDA where supported, off on CPU)",
-    )
-    g.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (falls back to eager)"
-    )
-    g.add_argument(
-        "--sync-bn",
-        action="store_true",
-        help="under torchrun on CUDA: SyncBatchNorm (default: BatchNorm statistics per rank)",
-    )
-
-
-def run_config(args: argparse.Namespace):
-    from rotviz.train import RunConfig
-
-    return RunConfig(args.device, args.amp, args.compile, args.sync_bn)
-
-
-def named(values: list[str] | None, dataset: str) -> str | None:
-    """Pick NAME=VALUE for dataset from repeated options; a bare VALUE applies to every dataset."""
-    for v in values or []:
-        name, sep, rest = v.partition("=")
-        if sep and name == dataset:
-            return rest
-        if not sep:
-            return v
-    return None
-
-
-def data_config(
-    args: argparse.Namespace, dataset: str | None = None, multi: bool = False
-) -> DataConfig:
-    dataset = dataset or args.dataset
-    pick = (lambda vals: named(vals, dataset)) if multi else (lambda v: v)
-    cats = pick(args.categories)
-    return DataConfig(
-        dataset=dataset,
-        root=pick(args.root),
-        ann=pick(args.ann),
-        categories=tuple(c.strip() for c in cats.split(",") if c.strip()) if cats else (),
-        test_fraction=args.test_fraction,
-        resize=args.resize,
-        max_images=args.max_images,
-    )
-
-
-def train_config(args: argparse.Namespace, model: str | None = None) -> TrainConfig:
-    return TrainConfig(
-        model=model or args.model,
-        rotations=parse_rotations(args.rotations),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        lr_step=args.lr_step,
-        lr_gamma=args.lr_gamma,
-        seed=args.seed,
-        shuffle_labels=args.shuffle_labels,
-    )
-
-
-def log(msg: str) -> None:
-    from rotviz.distributed import is_main
-
-    if is_main():  # under torchrun, rank 0 speaks for the job
-        print(f"[rotviz] {msg}", file=sys.stderr)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from rotviz.pipeline import train_or_load
 
     outcome = train_or_load(
         data_config(args),
         train_config(args),
         CheckpointStore(args.store),
-        run_config(args),
+        as_runtime(run_config(args)),
         on_step=step_progress_bar(),
         log=log,
         half=args.half,
     )
     card = outcome.checkpoint.card
-    test = card["metrics"]["test"]
     print(
-        f"{card['name']}: test rotation accuracy {test['trained']['accuracy']:.1%} "
-        f"(random twin {test['random']['accuracy']:.1%}), {card['epochs_done']} epochs"
+        f"{card.name}: test rotation accuracy {percent(card.test_accuracy('trained'))}% "
+        f"(random twin {percent(card.test_accuracy('random'))}%), {card.epochs_done} epochs"
         + (" [from the store]" if outcome.from_store else "")
     )
     return 0
@@ -223,14 +67,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def step_progress_bar():
     """A tqdm bar per epoch on stderr with the running loss and batch accuracy (rank 0 only)."""
-    from tqdm import tqdm
-
-    from rotviz.distributed import is_main
 
     state: dict = {}
 
     def on_step(p) -> None:  # p: rotviz.train.StepProgress
-        if not is_main():
+        if not distributed.is_main():
             return
         if state.get("epoch") != p.epoch:
             if "bar" in state:
@@ -249,19 +90,15 @@ def step_progress_bar():
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rotviz.distributed import is_main
-    from rotviz.pipeline import evaluate_pair, load_split, train_or_load
-    from rotviz.train import resolve_device
 
-    data, tcfg, run = data_config(args), train_config(args), run_config(args)
-    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), run, log=log)
+    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
+    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log)
     _, test = load_split(data, "test")
-    device = resolve_device(run)
-    trained, random = evaluate_pair(outcome.checkpoint.model, test, tcfg, device)
-    if not is_main():
+    trained, random = evaluate_pair(outcome.checkpoint.model, test, tcfg, runtime)
+    if not distributed.is_main():
         return 0
     result = {
-        "checkpoint": outcome.checkpoint.card["name"],
+        "checkpoint": outcome.checkpoint.name,
         "dataset": data.dataset,
         "model": tcfg.model,
         "n_test_images": len(test),
@@ -283,7 +120,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def study_for_tables(args: argparse.Namespace):
-    from rotviz.study import Study, load_study
 
     if args.study:
         return load_study(args.study)
@@ -298,39 +134,29 @@ def study_for_tables(args: argparse.Namespace):
 
 
 def cmd_accuracy_table(args: argparse.Namespace) -> int:
-    from rotviz.distributed import is_main
-    from rotviz.study import accuracy_table
 
     study = study_for_tables(args)
     datasets = args.datasets.split(",") if args.datasets else None
     models = args.models.split(",") if args.models else None
-    df = accuracy_table(study, CheckpointStore(args.store), run_config(args), log, datasets, models)
+    runtime = as_runtime(run_config(args))
+    df = accuracy_table(study, CheckpointStore(args.store), runtime, log, datasets, models)
     text = format_table(df, args.format, caption="Test rotation accuracy (%)")
     print(text)
-    if args.out and is_main():
+    if args.out and distributed.is_main():
         Path(args.out).write_text(text)
     return 0
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
-    from rotviz import figures
-    from rotviz.distributed import is_main
-    from rotviz.goodness import goodness_run, sweeps
-    from rotviz.metrics import parse_threshold
-    from rotviz.pipeline import load_split, train_or_load
-    from rotviz.saliency import SaliencyConfig
-    from rotviz.study import default_threshold, resolve_categories
-    from rotviz.train import resolve_device
 
-    data, tcfg, run_cfg = data_config(args), train_config(args), run_config(args)
-    device = resolve_device(run_cfg)
-    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), run_cfg, log=log).checkpoint
+    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
+    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log).checkpoint
     sal = SaliencyConfig(
         layer=args.layer,
         neurons=args.neurons,
         method=args.method,
         aggregate=args.aggregate,
-        rotations=tcfg.rotations,
+        rotations=ckpt.rotations,
     )
     threshold = (
         parse_threshold(args.threshold)
@@ -347,12 +173,14 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         test,
         sal,
         threshold,
-        device,
+        runtime,
         keep,
         not args.no_crowd,
         progress=progress_printer("maps"),
     )
-    if not is_main():  # the maps were gathered: rank 0 writes exactly a single run's files
+    if (
+        not distributed.is_main()
+    ):  # the maps were gathered: rank 0 writes exactly a single run's files
         return 0
     if run.summary["warning"]:
         log(f"warning: {run.summary['warning']}")
@@ -360,6 +188,14 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run.rows.to_csv(out / "goodness.csv", index=False)
+    if args.save_maps:
+        np.savez_compressed(
+            out / "maps.npz",
+            trained=run.maps_trained,
+            random=run.maps_random,
+            masks=run.masks,
+            files=np.array([r.relpath for r in test.records]),
+        )
     sweep = sweeps(run) if run.summary["n_scored"] else None
     if sweep is not None:
         sweep.to_csv(out / "sweep.csv", index=False)
@@ -370,7 +206,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     summary = {
         **run.summary,
         "settings": {"data": vars(data), "train": vars(tcfg)},
-        "card": ckpt.card,
+        "card": ckpt.card.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     written = 0
@@ -400,6 +236,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         f"random {fmt_pct(s['mean_q_random'])} over {s['n_scored']} images with boxes "
         f"({s['n_without_boxes']} without); wrote {out}/goodness.csv, summary.json"
         + (", sweep.*" if sweep is not None else "")
+        + (", maps.npz" if args.save_maps else "")
         + (f", {written} figures" if written else "")
     )
     return 0
@@ -412,7 +249,6 @@ def fmt_pct(v: float | None) -> str:
 
 
 def progress_printer(what: str):
-    from tqdm import tqdm
 
     bar = {}
 
@@ -428,14 +264,12 @@ def progress_printer(what: str):
 
 
 def cmd_goodness_table(args: argparse.Namespace) -> int:
-    from rotviz.distributed import is_main
-    from rotviz.study import goodness_tables, load_study
 
     study = load_study(args.study)
     tables = goodness_tables(
         study,
         CheckpointStore(args.store),
-        run_config(args),
+        as_runtime(run_config(args)),
         log,
         args.models.split(",") if args.models else None,
     )
@@ -445,28 +279,25 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
     ]
     text = "\n".join(parts)
     print(text)
-    if args.out and is_main():
+    if args.out and distributed.is_main():
         Path(args.out).write_text(text)
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rotviz.distributed import is_main
-    from rotviz.study import accuracy_table, goodness_tables, load_study
 
-    study, store, run = load_study(args.study), CheckpointStore(args.store), run_config(args)
+    study, store = load_study(args.study), CheckpointStore(args.store)
+    run = as_runtime(run_config(args))
     tables = {"accuracy": accuracy_table(study, store, run, log)}
     captions = {"accuracy": "Test rotation accuracy (%)"}
     for layer, df in goodness_tables(study, store, run, log).items():
         tables[f"goodness_{layer}"] = df
         captions[f"goodness_{layer}"] = f"Mean goodness Q (%) on the test set, {layer} layer"
-    from rotviz import probe_cli
-
-    for name, df in probe_cli.probe_and_sanity_tables(study, store, run, log).items():
+    for name, df in probe_and_sanity_tables(study, store, run, log).items():
         key = name.replace(" ", "_")
         tables[key] = df
         captions[key] = f"{name} (mean [95% CI] over images)"
-    if not is_main():
+    if not distributed.is_main():
         return 0
     ext = {"markdown": "md", "csv": "csv", "latex": "tex"}[args.format]
     out = Path(args.out) if args.out else None
@@ -485,7 +316,6 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    from rotviz.store import cards_table
 
     df = cards_table(CheckpointStore(args.store).cards())
     if df.empty:
@@ -496,7 +326,6 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from rotviz import download
 
     dest = Path(args.dest)
     if args.name == "lfw":
@@ -583,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="sal", help="output folder (default sal/)")
     g.add_argument("--figures", type=int, default=0, help="write N trained|random overlay figures")
     g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    g.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="also write maps.npz: trained and random maps (N, S, S), box masks, file names",
+    )
     p.set_defaults(func=cmd_saliency)
 
     p = sub.add_parser("goodness-table", help="the study's two goodness tables from a study file")
@@ -622,8 +456,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_download)
 
-    from rotviz import probe_cli  # imports this module, hence here
-
     probe_cli.add_commands(sub)
     return parser
 
@@ -632,8 +464,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user-facing errors are printed without a traceback (exit 2)."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"[rotviz] warning: {msg}\n"
-    from rotviz import distributed
-
     try:
         with distributed.session(getattr(args, "device", "auto")):
             return args.func(args)

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+__version__ = "0.1.0"  # the package version (rotviz.__version__ re-exports it)
+
 IMAGE_SIZE = 128
 ALL_ROTATIONS = (0, 1, 2, 3)
 

@@ -10,6 +10,7 @@ are reported with one ``warnings.warn`` each.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rotviz.config import DataConfig, stable_hash
+from rotviz.demo import SCENE_LABEL, materialize_demo
 from rotviz.errors import RotvizError
 from rotviz.records import Dataset, Record
 
@@ -421,10 +423,26 @@ def load_folder(cfg: DataConfig) -> Dataset:
 # --------------------------------------------------------------------------- demo
 
 
-def _load_demo(cfg: DataConfig) -> Dataset:
-    from rotviz.demo import load_demo  # lazy: the demo module is optional at import time
+def load_demo(cfg: DataConfig) -> Dataset:
+    """The demo as a Dataset: scene photos (label "scene", always "test") and LFW patches.
 
-    return load_demo(cfg)
+    Faces and non-faces (labels "face"/"nonface") are split by a hash of their file name
+    with cfg.test_fraction. cfg.categories keeps the scene photos showing any of them (and
+    no patches, which have no boxes). cfg.root and cfg.ann are ignored; cfg.max_images is
+    applied per split by rotviz.datasets.load_dataset, like for every source.
+    """
+    images_dir, coco_json = materialize_demo()
+    ds = load_coco(
+        images_dir, coco_json, cfg.categories, test_fraction=cfg.test_fraction, name="demo"
+    )
+    coco = json.loads(coco_json.read_text(encoding="utf-8"))
+    labels = {str(im["file_name"]): str(im["label"]) for im in coco["images"]}
+    records = []
+    for r in ds.records:
+        label = labels[r.relpath]
+        split = "test" if label == SCENE_LABEL else split_for(r.relpath, cfg.test_fraction)
+        records.append(dataclasses.replace(r, label=label, split=split))
+    return dataclasses.replace(ds, records=tuple(records))
 
 
 # --------------------------------------------------------------------------- registry
@@ -434,7 +452,7 @@ DATASETS: dict[str, Loader] = {
     "coco": _load_coco_cfg,
     "cityscapes": load_cityscapes,
     "folder": load_folder,
-    "demo": _load_demo,
+    "demo": load_demo,
 }
 
 

@@ -5,13 +5,12 @@ their size as 8-bit PNG (the first 100 are faces, the last 100 non-face backgrou
 its docstring says).
 Scene-centric part: nine photographs bundled with scikit-image, scikit-learn and matplotlib,
 whose salient objects were boxed by hand in ``demo_annotations.json`` (COCO instances format).
-``materialize_demo`` writes them once as PNG files plus one COCO json; ``load_demo`` reads
+``materialize_demo`` writes them once as PNG files plus one COCO json; ``rotviz.datasets.load_demo`` reads
 them back through ``rotviz.datasets.load_coco``, exactly like a user's COCO folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -23,9 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from rotviz.config import DataConfig, stable_hash
+from rotviz.config import stable_hash
 from rotviz.errors import RotvizError
-from rotviz.records import Dataset
 
 DEMO_VERSION = "1"  # bump when the set of images or the file layout changes
 ANNOTATIONS_RESOURCE = "demo_annotations.json"
@@ -187,27 +185,3 @@ def materialize_demo(dest: Path | None = None) -> tuple[Path, Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return images_dir, coco_json
-
-
-def load_demo(cfg: DataConfig) -> Dataset:
-    """The demo as a Dataset: scene photos (label "scene", always "test") and LFW patches.
-
-    Faces and non-faces (labels "face"/"nonface") are split by a hash of their file name
-    with cfg.test_fraction. cfg.categories keeps the scene photos showing any of them (and
-    no patches, which have no boxes). cfg.root and cfg.ann are ignored; cfg.max_images is
-    applied per split by rotviz.datasets.load_dataset, like for every source.
-    """
-    from rotviz.datasets import load_coco, split_for  # lazy: datasets imports this module lazily
-
-    images_dir, coco_json = materialize_demo()
-    ds = load_coco(
-        images_dir, coco_json, cfg.categories, test_fraction=cfg.test_fraction, name="demo"
-    )
-    coco = json.loads(coco_json.read_text(encoding="utf-8"))
-    labels = {str(im["file_name"]): str(im["label"]) for im in coco["images"]}
-    records = []
-    for r in ds.records:
-        label = labels[r.relpath]
-        split = "test" if label == SCENE_LABEL else split_for(r.relpath, cfg.test_fraction)
-        records.append(dataclasses.replace(r, label=label, split=split))
-    return dataclasses.replace(ds, records=tuple(records))

@@ -1,14 +1,24 @@
-"""Rotation accuracy on a test split: overall, per rotation, and the confusion matrix."""
+"""Rotation accuracy on a test split: overall, per rotation, the confusion matrix, and per image.
+
+One function per quantity: ``rotation_accuracy`` (the card's numbers, sharded under torchrun)
+and ``accuracy_comparison`` (trained vs random twin, mean [95% CI] over test images, for the
+study tables and the app alike).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from rotviz import distributed
+from rotviz.checkpoint import Checkpoint
 from rotviz.rotation import normalize, rotation_batch
+from rotviz.runtime import RuntimeLike, as_runtime
+from rotviz.stats import Comparison, compare_paired, rotation_correctness
 
 
 @dataclass
@@ -33,10 +43,11 @@ def rotation_logits(
     model: nn.Module,
     images: np.ndarray,
     rotations: tuple[int, ...],
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N*m, m) and labels (N*m,) for uint8 images (N, 3, S, S) at every rotation, eval mode."""
+    device = as_runtime(runtime).device
     was_training = model.training
     model.eval().to(device)
     all_logits, all_labels = [], []
@@ -56,17 +67,56 @@ def rotation_accuracy(
     model: nn.Module,
     images: np.ndarray,
     rotations: tuple[int, ...],
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     batch_size: int = 64,
 ) -> RotationEval:
-    """Accuracy of predicting the applied rotation, over all images at all rotations."""
-    logits, labels = rotation_logits(model, images, rotations, device, batch_size)
+    """Accuracy of predicting the applied rotation, over all images at all rotations.
+
+    Under torchrun the batches are split across ranks and the confusion matrices summed,
+    so every rank returns the single-process result.
+    """
+    runtime = as_runtime(runtime)
     m = len(rotations)
-    pred = logits.argmax(1)
     confusion = torch.zeros(m, m, dtype=torch.long)
-    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    for rows in distributed.shard_batches(len(images), batch_size):
+        logits, labels = rotation_logits(model, images[rows], rotations, runtime, batch_size)
+        confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels), accumulate=True)
+    if distributed.is_distributed():
+        nccl = torch.distributed.get_backend() == "nccl"
+        confusion = distributed.all_reduce_sum(
+            confusion.to(runtime.device if nccl else torch.device("cpu"))
+        ).cpu()
     per_rotation = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     accuracy = float(confusion.diag().sum() / max(int(confusion.sum()), 1))
     return RotationEval(
         accuracy, per_rotation, confusion.tolist(), [90 * k for k in rotations], len(images)
     )
+
+
+def image_correctness(
+    model: nn.Module, images: np.ndarray, rotations: tuple[int, ...], runtime: RuntimeLike = "auto"
+) -> np.ndarray:
+    """Per test image, the share of its rotated copies whose rotation is predicted right, (N,)."""
+    logits, labels = rotation_logits(model, images, rotations, runtime)
+    return rotation_correctness(logits, labels, len(images)).mean(1)
+
+
+def accuracy_comparison(
+    checkpoints: Sequence[Checkpoint], images: np.ndarray, runtime: RuntimeLike = "auto"
+) -> tuple[Comparison, dict[str, list[float]]]:
+    """Rotation accuracy of trained networks vs their random twins on the same test images.
+
+    checkpoints: one per training seed of the same recipe (one is the usual case). Each image
+    is one bootstrap unit: its correctness averaged over rotations and seeds. Returns the
+    paired comparison (intervals, difference, Wilcoxon p) and each seed's accuracy per network.
+    """
+    runtime = as_runtime(runtime)
+    per_image: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
+    for ckpt in checkpoints:
+        nets = {"trained": ckpt.model, "random": ckpt.random_twin()}
+        for net, model in nets.items():
+            per_image[net].append(image_correctness(model, images, ckpt.rotations, runtime))
+    cmp = compare_paired(
+        np.mean(per_image["trained"], axis=0), np.mean(per_image["random"], axis=0)
+    )
+    return cmp, {net: [float(c.mean()) for c in per_image[net]] for net in per_image}

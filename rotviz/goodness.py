@@ -6,15 +6,17 @@ Q is the intersection over union of the thresholded saliency map and the box mas
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from rotviz import distributed
+from rotviz.checkpoint import Checkpoint
+from rotviz.maps import checkpoint_maps
 from rotviz.metrics import (
     Threshold,
     box_fraction,
@@ -26,12 +28,10 @@ from rotviz.metrics import (
     relevance_mass_accuracy,
     threshold_sweep,
 )
-from rotviz.models import random_twin
 from rotviz.preprocess import PreparedSplit
-from rotviz.rotation import normalize
+from rotviz.runtime import RuntimeLike
 from rotviz.saliency import SaliencyConfig, method_warning
-from rotviz.store import Checkpoint
-from rotviz.train import RunConfig, resolve_device
+from rotviz.stats import Comparison, compare_paired
 
 
 @dataclass
@@ -67,39 +67,6 @@ def split_box_masks(
         if len(split)
         else np.zeros((0, size, size), bool)
     )
-
-
-def compute_maps(
-    checkpoint: Checkpoint,
-    images: np.ndarray,
-    sal: SaliencyConfig,
-    device: torch.device,
-    batch_size: int = 8,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Maps (N, S, S) float32 of the trained model and of its random twin on uint8 images (N, 3, S, S).
-
-    Under torchrun the batches are split across ranks (batch b on rank b % world) and
-    gathered back in order on every rank: each image is computed in the same batch as in
-    one process, so the maps are bit-identical to a single-process run.
-    """
-    trained = checkpoint.model.to(device)
-    twin = random_twin(checkpoint.model, checkpoint.train_config.seed).to(device)
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    n_batches = -(-len(images) // batch_size)
-    for rows in distributed.shard_batches(len(images), batch_size):
-        x = normalize(torch.from_numpy(np.array(images[rows])).to(device, non_blocking=True))
-        out.append(
-            (sal.maps(trained, x).float().cpu().numpy(), sal.maps(twin, x).float().cpu().numpy())
-        )
-        if progress:
-            progress(min(rows.stop, len(images)), len(images))
-    out = distributed.gather_batches(out, n_batches)
-    size = images.shape[-1]
-    empty = np.zeros((0, size, size), np.float32)
-    if not out:
-        return empty, empty.copy()
-    return np.concatenate([t for t, _ in out]), np.concatenate([r for _, r in out])
 
 
 def score_rows(
@@ -151,26 +118,29 @@ def goodness_run(
     split: PreparedSplit,
     sal: SaliencyConfig,
     threshold: Threshold,
-    device: str | torch.device | RunConfig,
+    runtime: RuntimeLike = "auto",
     keep_categories: Sequence[int] | None = None,
     include_crowd: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    maps: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> GoodnessRun:
     """Maps, per-image Q and the summary for one checkpoint on one preprocessed split.
 
-    Under torchrun the maps are computed sharded and gathered, so every rank returns the
-    whole run, equal to a single-process one; only rank 0 should write it out.
+    maps: (trained, random) from ``checkpoint_maps`` on split.images when the caller has them
+    already (the app keeps them to rescore at other thresholds). Under torchrun the maps are
+    computed sharded and gathered, so every rank returns the whole run, equal to a
+    single-process one; only rank 0 should write it out.
     """
-    maps_t, maps_r = compute_maps(
-        checkpoint, split.images, sal, resolve_device(device), progress=progress
+    maps_t, maps_r = maps or checkpoint_maps(
+        checkpoint, split.images, sal, runtime, progress=progress
     )
     masks = split_box_masks(split, keep_categories, include_crowd)
     rows = score_rows(split, maps_t, maps_r, masks, threshold)
     summary = summarize(rows)
     summary.update(
-        checkpoint=checkpoint.card["name"],
-        dataset=checkpoint.card["dataset"],
-        model=checkpoint.card["model"],
+        checkpoint=checkpoint.name,
+        dataset=checkpoint.card.dataset,
+        model=checkpoint.card.model,
         threshold=threshold.describe(),
         saliency=asdict(sal),
         box_categories=list(keep_categories) if keep_categories else "all",
@@ -178,6 +148,29 @@ def goodness_run(
         warning=method_warning(checkpoint.model, sal.method),
     )
     return GoodnessRun(rows, maps_t, maps_r, masks, summary)
+
+
+def goodness_comparison(
+    runs: Sequence[GoodnessRun],
+) -> tuple[Comparison, dict[str, list[float]]]:
+    """Mean Q of trained networks vs their random twins over the test images with boxes.
+
+    runs: one per training seed of the same recipe, on the same split and settings (one is
+    the usual case). Each image is one bootstrap unit, its Q averaged over seeds; images
+    without boxes are NaN and left out. Returns the paired comparison and each seed's mean Q.
+    """
+    q = {
+        net: [run.rows[f"q_{net}"].to_numpy(dtype=float) for run in runs]
+        for net in ("trained", "random")
+    }
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no box anywhere
+        q_t, q_r = np.nanmean(q["trained"], axis=0), np.nanmean(q["random"], axis=0)
+    seeds = {
+        net: [float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in q[net]]
+        for net in q
+    }
+    return compare_paired(q_t, q_r), seeds
 
 
 def sweeps(run: GoodnessRun) -> pd.DataFrame:

@@ -31,7 +31,9 @@ import pandas as pd
 
 from rotviz.errors import RotvizError
 
-DEFAULT_LAMBDAS: np.ndarray = np.logspace(-6, 0, 25)
+# The one sweep grid (CLI, study files and app): 5 values per decade from 1e-7 to 1, wide enough
+# for the tiny gradients of random twins.
+DEFAULT_LAMBDAS: np.ndarray = np.logspace(-7, 0, 36)
 DEFAULT_PERCENTILES: np.ndarray = np.arange(50, 100, dtype=np.float64)
 NO_BOX_TEXT = "n/a (no boxes)"
 
@@ -369,7 +371,7 @@ def threshold_sweep(
 
     Returns columns [kind ("absolute" / "percentile"), value, mean_q, n] where n counts the
     images with boxes (the others are left out; their number is in df.attrs["n_undefined"]).
-    lambdas=None uses np.logspace(-6, 0, 25); percentiles=None uses 50..99; pass an empty
+    lambdas=None uses DEFAULT_LAMBDAS (np.logspace(-7, 0, 36)); percentiles=None uses 50..99; pass an empty
     list to skip a kind. Each row equals mean_goodness over Absolute(value) or
     Percentile(value) masks, computed with one sort per image instead of one mask per value.
     """

@@ -6,7 +6,7 @@ other timm model name. Weights always start random from the seed; nothing is dow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,13 +21,16 @@ class RotationNet(nn.Module):
     study's "embedding layer"); head: Linear(D, m) whose logits are the "rotation layer".
     """
 
-    def __init__(self, name: str, backbone: nn.Module, num_features: int, num_rotations: int):
+    def __init__(self, name: str, backbone: nn.Module, num_features: int, rotations: Sequence[int]):
         super().__init__()
         self.name = name
-        self.num_rotations = num_rotations
+        # logit i means "rotated rotations[i] x 90 degrees": saliency and evaluation read the
+        # order from here, so a network trained on e.g. (2, 0) is never explained as (0, 1)
+        self.rotations = tuple(int(k) for k in rotations)
+        self.num_rotations = len(self.rotations)
         self.backbone = backbone
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(num_features, num_rotations)
+        self.head = nn.Linear(num_features, self.num_rotations)
 
     @property
     def num_features(self) -> int:
@@ -116,19 +119,24 @@ BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
 STUDY_MODELS = ("efficientnet_b0", "mobilenet_v2", "six_layer")
 
 
-def build_model(name: str, num_rotations: int = 4, seed: int = 0) -> RotationNet:
-    """A freshly initialised RotationNet; the same (name, num_rotations, seed) gives the same weights."""
+def build_model(name: str, rotations: int | Sequence[int] = 4, seed: int = 0) -> RotationNet:
+    """A freshly initialised RotationNet; the same (name, number of rotations, seed) gives the same weights.
+
+    rotations: the rotation of each logit, in order (e.g. (2, 0): logit 0 means 180 degrees),
+    or a count m for rotations 0..m-1.
+    """
+    rotations = tuple(range(rotations)) if isinstance(rotations, int) else tuple(rotations)
     make = BACKBONES.get(name) or (lambda: timm_backbone(name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone, num_features = make()
-        model = RotationNet(name, backbone, num_features, num_rotations)
+        model = RotationNet(name, backbone, num_features, rotations)
     return model
 
 
 def random_twin(model: RotationNet, seed: int) -> RotationNet:
-    """The untrained baseline: same architecture, same seed, initial weights, eval mode."""
-    return build_model(model.name, model.num_rotations, seed).eval()
+    """The untrained baseline: same architecture and rotations, same seed, initial weights, eval mode."""
+    return build_model(model.name, model.rotations, seed).eval()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,26 +7,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rotviz import distributed
+from rotviz.checkpoint import Checkpoint, TrainState
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.datasets import dataset_fingerprint, load_dataset
 from rotviz.errors import RotvizError
-from rotviz.evaluate import RotationEval, rotation_accuracy, rotation_logits
+from rotviz.evaluate import RotationEval, rotation_accuracy
 from rotviz.models import build_model, random_twin
 from rotviz.preprocess import PreparedSplit, prepare_split
 from rotviz.records import Dataset
-from rotviz.store import Checkpoint, CheckpointStore, checkpoint_key, checkpoint_name, new_card
-from rotviz.train import (
-    RunConfig,
-    StepProgress,
-    TrainState,
-    check_run,
-    resolve_device,
-    train,
-)
+from rotviz.runtime import RuntimeLike, as_runtime
+from rotviz.store import CheckpointStore, checkpoint_key, checkpoint_name, new_card
+from rotviz.train import StepProgress, check_run, train
 
 Log = Callable[[str], None]
 
@@ -96,7 +90,7 @@ def train_or_load(
     data: DataConfig,
     train_cfg: TrainConfig,
     store: CheckpointStore,
-    device: str | torch.device | RunConfig = "auto",
+    runtime: RuntimeLike = "auto",
     on_step: Callable[[StepProgress], None] | None = None,
     log: Log = print,
     cache_dir: Path | None = None,
@@ -106,13 +100,14 @@ def train_or_load(
 
     Saves after every epoch, evaluates the trained model and its random twin on the test
     split, and records both in the card. Concurrent callers for the same config: one trains,
-    the others wait on the lock and reuse the result. device may be a RunConfig (AMP,
-    compile, SyncBatchNorm); those never change the checkpoint's name. Under torchrun every
-    rank calls this: rank 0 alone holds the lock, logs and writes; all ranks train (DDP).
+    the others wait on the lock and reuse the result. runtime: a device name or a RunConfig
+    (AMP, compile, SyncBatchNorm) resolved once here, or an already resolved Runtime; those
+    never change the checkpoint's name. Under torchrun every rank calls this: rank 0 alone
+    holds the lock, logs and writes; all ranks train (DDP).
     """
-    run = device if isinstance(device, RunConfig) else RunConfig()
-    device = resolve_device(device)
-    check_run(run, device)
+    runtime = as_runtime(runtime)
+    device = runtime.device
+    check_run(runtime)
     main = distributed.is_main()
     log = log if main else quiet
     ds = load_dataset(data)
@@ -134,7 +129,7 @@ def train_or_load(
         model = (
             resumed[0]
             if resumed
-            else build_model(train_cfg.model, len(train_cfg.rotations), train_cfg.seed)
+            else build_model(train_cfg.model, train_cfg.rotations, train_cfg.seed)
         )
         state, card = distributed.broadcast((resumed[1], resumed[2]) if resumed else None) or (
             TrainState(),
@@ -147,11 +142,11 @@ def train_or_load(
         bn = (
             "single process"
             if world == 1
-            else ("synchronised (SyncBatchNorm)" if run.sync_bn else "per rank")
+            else ("synchronised (SyncBatchNorm)" if runtime.config.sync_bn else "per rank")
         )
         card.update(
             device=str(device),
-            run=run.card(device),
+            run=runtime.card(),
             world_size=world,
             global_batch=train_cfg.batch_size,
             per_rank_batch=per_rank,
@@ -187,14 +182,13 @@ def train_or_load(
             model,
             train_split.images,
             train_cfg,
-            device,
+            runtime,
             state,
             on_step=on_step,
             on_epoch_end=save_epoch,
-            run=run,
         )
         test_split = _split(ds, data, "test", cache_dir)
-        trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, device)
+        trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, runtime)
         if main:
             card.update(
                 epochs_done=state.epochs_done,
@@ -219,42 +213,15 @@ def train_or_load(
         return TrainOutcome(ckpt, False)
 
 
-def sharded_rotation_accuracy(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    rotations: tuple[int, ...],
-    device: torch.device,
-    batch_size: int = 64,
-) -> RotationEval:
-    """rotation_accuracy with its batches split across torchrun ranks, confusion summed; equal to one process."""
-    if not distributed.is_distributed():
-        return rotation_accuracy(model, images, rotations, device, batch_size)
-    m = len(rotations)
-    confusion = torch.zeros(m, m, dtype=torch.long)
-    for rows in distributed.shard_batches(len(images), batch_size):
-        logits, labels = rotation_logits(model, images[rows], rotations, device, batch_size)
-        confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels), accumulate=True)
-    backend_device = device if dist_backend_is_nccl() else torch.device("cpu")
-    confusion = distributed.all_reduce_sum(confusion.to(backend_device)).cpu()
-    per_rotation = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
-    accuracy = float(confusion.diag().sum() / max(int(confusion.sum()), 1))
-    return RotationEval(
-        accuracy, per_rotation, confusion.tolist(), [90 * k for k in rotations], len(images)
-    )
-
-
-def dist_backend_is_nccl() -> bool:
-    import torch.distributed as dist
-
-    return distributed.is_distributed() and dist.get_backend() == "nccl"
-
-
 def evaluate_pair(
-    model: torch.nn.Module, split: PreparedSplit, train_cfg: TrainConfig, device: torch.device
+    model: torch.nn.Module,
+    split: PreparedSplit,
+    train_cfg: TrainConfig,
+    runtime: RuntimeLike = "auto",
 ) -> tuple[RotationEval, RotationEval]:
     """Rotation accuracy of the trained model and of its random twin on the same images (sharded under torchrun)."""
     twin = random_twin(model, train_cfg.seed)
     return (
-        sharded_rotation_accuracy(model, split.images, train_cfg.rotations, device),
-        sharded_rotation_accuracy(twin, split.images, train_cfg.rotations, device),
+        rotation_accuracy(model, split.images, train_cfg.rotations, runtime),
+        rotation_accuracy(twin, split.images, train_cfg.rotations, runtime),
     )

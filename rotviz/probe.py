@@ -33,13 +33,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, stable_hash
 from rotviz.datasets import load_dataset, split_for
 from rotviz.errors import RotvizError
-from rotviz.models import RotationNet, random_twin
+from rotviz.models import RotationNet
 from rotviz.preprocess import PreparedSplit, prepare_split
 from rotviz.records import Dataset, Record
 from rotviz.rotation import normalize
+from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.stats import (
     Interval,
     accuracy_interval,
@@ -49,7 +51,6 @@ from rotviz.stats import (
     seed_interval,
     wilcoxon_p,
 )
-from rotviz.store import Checkpoint
 
 TASKS = ("auto", "face", "identity", "catdog", "folder", "city")
 DEFAULT_TASK = {
@@ -241,7 +242,7 @@ def network_key(checkpoint: Checkpoint, network: str) -> str:
     """Identity of the trained network or its random twin, for the feature cache."""
     card = checkpoint.card
     if network == "trained":
-        return stable_hash("trained", card.get("key"), card.get("weights_sha256"))
+        return stable_hash("trained", card.key, card.weights_sha256)
     if network == "random":
         cfg = checkpoint.train_config
         return stable_hash("random", cfg.model, len(cfg.rotations), cfg.seed)
@@ -442,7 +443,7 @@ def finetune_probe(
     images_test: np.ndarray,
     n_classes: int,
     unfreeze_last: int,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     seed: int = 0,
     cfg: FinetuneConfig = FinetuneConfig(),
 ) -> ProbeFit:
@@ -450,8 +451,11 @@ def finetune_probe(
 
     Frozen blocks stay in eval mode (their BatchNorm statistics fixed). The head's
     initial weights and the batch order depend on seed only, so the trained network and
-    its random twin get the same budget and the same draws.
+    its random twin get the same budget and the same draws. The runtime's autocast dtype
+    (--amp) applies to the training forward passes.
     """
+    runtime = as_runtime(runtime)
+    device, amp_dtype = runtime.device, runtime.amp_dtype
     stages = model.blocks()[:-1]
     if not 0 <= unfreeze_last <= len(stages):
         raise RotvizError(
@@ -482,7 +486,9 @@ def finetune_probe(
             if len(idx) < 2 and trainable:
                 continue  # BatchNorm in train mode needs more than one image
             x = normalize(x_all[idx].to(device))
-            loss = loss_fn(clf(x), y_all[idx].to(device))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = clf(x)
+            loss = loss_fn(logits.float(), y_all[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -504,7 +510,7 @@ def finetune_probe(
 def probe_run(
     checkpoint: Checkpoint,
     td: TaskData,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     fractions: Sequence[float] = FRACTIONS,
     unfreeze_last: int | None = None,
     finetune: FinetuneConfig = FinetuneConfig(),
@@ -518,14 +524,13 @@ def probe_run(
     (linear / knn / finetune-K), fraction, image (test index), file, correct, c.
     probe_seed (default: the training seed) draws the label subsets and the fine-tuning.
     """
+    runtime = as_runtime(runtime)
+    device = runtime.device
     seed = checkpoint.train_config.seed
     pseed = seed if probe_seed is None else probe_seed
     y_train, y_test = td.y_train, td.y_test
     files = td.ids("test")
-    nets = {
-        "trained": checkpoint.model,
-        "random": random_twin(checkpoint.model, seed),
-    }
+    nets = {"trained": checkpoint.model, "random": checkpoint.random_twin()}
     images_train = images_test = None
     if unfreeze_last is not None:
         images_train, images_test = td.images("train"), td.images("test")
@@ -549,7 +554,7 @@ def probe_run(
                         images_test,
                         len(td.classes),
                         unfreeze_last,
-                        device,
+                        runtime,
                         pseed,
                         finetune,
                     )

@@ -1,4 +1,4 @@
-"""Commands ``probe`` and ``sanity`` for ``python -m rotviz``, and their study-file tables.
+"""Commands ``probe`` and ``sanity`` for ``python -m rotviz`` (the runs themselves: rotviz.runs).
 
 rotviz.cli registers them with ``probe_cli.add_commands(sub)`` in build_parser.
 """
@@ -10,15 +10,21 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-
-from rotviz.cli import add_data_options, add_train_options, data_config, log, train_config
-from rotviz.config import DataConfig, TrainConfig
+from rotviz import figures
+from rotviz.cli_options import (
+    add_data_options,
+    add_train_options,
+    data_config,
+    log,
+    run_config,
+    train_config,
+)
 from rotviz.errors import RotvizError
+from rotviz.probe import FinetuneConfig, chance_accuracy, label_efficiency_figure, probe_table
+from rotviz.runs import run_probe, run_sanity
+from rotviz.runtime import as_runtime
+from rotviz.sanity import cascading_figure
 from rotviz.store import CheckpointStore
 from rotviz.tables import FORMATS, format_table
 
@@ -60,55 +66,7 @@ def parse_fractions(text: str) -> list[float]:
 # --------------------------------------------------------------------------- probe
 
 
-def run_probe(
-    data: DataConfig,
-    train_cfg: TrainConfig,
-    store: CheckpointStore,
-    device: str | torch.device,
-    task: str = "auto",
-    seeds: list[int] | None = None,
-    fractions: list[float] | None = None,
-    unfreeze_last: int | None = None,
-    min_images: int = 10,
-    finetune: Any = None,
-    log: Log = log,
-) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the store lacks)."""
-    from rotviz.pipeline import train_or_load
-    from rotviz.probe import FRACTIONS, FinetuneConfig, probe_run, task_data
-    from rotviz.train import resolve_device
-
-    dev = resolve_device(device)
-    td = task_data(data, task, min_images)
-    log(
-        f"probe task {td.task} on {data.dataset}: {len(td.classes)} classes, "
-        f"{len(td.y_train)} training and {len(td.y_test)} test images"
-        + (f" ({'; '.join(td.notes)})" if td.notes else "")
-    )
-    frames = []
-    for seed in seeds or [train_cfg.seed]:
-        cfg = dataclasses.replace(train_cfg, seed=seed)
-        ckpt = train_or_load(data, cfg, store, dev, log=log).checkpoint
-        frames.append(
-            probe_run(
-                ckpt,
-                td,
-                dev,
-                fractions or FRACTIONS,
-                unfreeze_last,
-                finetune or FinetuneConfig(),
-                log=log,
-            )
-        )
-    per_image = pd.concat(frames, ignore_index=True)
-    from rotviz.probe import probe_numbers
-
-    return per_image, probe_numbers(per_image), td
-
-
 def cmd_probe(args: argparse.Namespace) -> int:
-    from rotviz import figures
-    from rotviz.probe import FinetuneConfig, chance_accuracy, label_efficiency_figure, probe_table
 
     data, tcfg = data_config(args), train_config(args)
     seeds = parse_list(args.seeds, int, "--seeds") if args.seeds else [tcfg.seed]
@@ -116,13 +74,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
         data,
         tcfg,
         CheckpointStore(args.store),
-        args.device,
+        as_runtime(run_config(args)),
         args.task,
         seeds,
         parse_fractions(args.fractions),
         args.unfreeze_last,
         args.min_images,
         FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr),
+        log=log,
     )
     table = probe_table(numbers)
     caption = (
@@ -164,68 +123,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sanity
 
 
-def run_sanity(
-    data: DataConfig,
-    train_cfg: TrainConfig,
-    store: CheckpointStore,
-    device: str | torch.device,
-    sal_kwargs: dict[str, Any],
-    neuron_sets: list[str],
-    threshold: str | None = None,
-    n_images: int = 16,
-    data_randomisation: bool = True,
-    log: Log = log,
-) -> dict[str, Any]:
-    """Sanity reports per neuron set on the first n_images test images (trains what the store lacks)."""
-    from rotviz.goodness import split_box_masks
-    from rotviz.metrics import parse_threshold
-    from rotviz.pipeline import load_split, train_or_load
-    from rotviz.saliency import SaliencyConfig
-    from rotviz.sanity import sanity_report, shuffled_config
-    from rotviz.train import resolve_device
-
-    dev = resolve_device(device)
-    ckpt = train_or_load(data, train_cfg, store, dev, log=log).checkpoint
-    shuffled = None
-    if data_randomisation:
-        log("data randomisation: the same recipe on shuffled rotation labels")
-        shuffled = train_or_load(data, shuffled_config(train_cfg), store, dev, log=log).checkpoint
-    _, test = load_split(data, "test")
-    n = min(n_images, len(test))
-    images = np.asarray(test.images[:n])
-    masks = split_box_masks(test)[:n]
-    thr = parse_threshold(threshold) if threshold else None
-    ids = [r.relpath for r in test.records[:n]]
-    reports = {}
-    for neurons in neuron_sets:
-        sal = SaliencyConfig(neurons=neurons, rotations=train_cfg.rotations, **sal_kwargs)
-        log(f"sanity checks: {n} test images, {sal.layer} layer, neurons {neurons}, {sal.method}")
-        reports[neurons] = sanity_report(
-            ckpt, images, sal, dev, shuffled, masks if masks.any() else None, thr, ids
-        )
-    return {"checkpoint": ckpt, "reports": reports, "ids": ids}
-
-
 def cmd_sanity(args: argparse.Namespace) -> int:
-    from rotviz import figures
-    from rotviz.sanity import cascading_figure
 
     data, tcfg = data_config(args), train_config(args)
     got = run_sanity(
         data,
         tcfg,
         CheckpointStore(args.store),
-        args.device,
+        as_runtime(run_config(args)),
         {"layer": args.layer, "method": args.method, "aggregate": args.aggregate},
         args.neurons or ["all"],
         args.threshold,
         args.images,
         not args.no_data_randomisation,
+        log=log,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     formats = args.figure_formats.split(",")
-    for i, (neurons, rep) in enumerate(got["reports"].items()):
+    for i, (neurons, rep) in enumerate(got.reports.items()):
         tag = f"neurons{i}"
         caption = (
             f"Saliency sanity checks, {data.dataset} {tcfg.model}, {args.layer} layer, "
@@ -251,7 +167,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
             out / f"cascading_{tag}",
             formats=formats,
         )
-        for image in got["ids"][: args.figures]:
+        for image in got.ids[: args.figures]:
             stem = Path(str(image)).stem
             figures.save_figure(
                 cascading_figure(rep.cascade.rows, image=image, title=str(image)),
@@ -333,73 +249,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--figures", type=int, default=1, help="per-image cascading plots (default 1)")
     g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
     p.set_defaults(func=cmd_sanity)
-
-
-# --------------------------------------------------------------------------- study files
-
-
-def probe_and_sanity_tables(
-    study: Any,
-    store: CheckpointStore,
-    device: str | torch.device = "auto",
-    log: Log = log,
-) -> dict[str, pd.DataFrame]:
-    """Tables of a study's [probe] and [sanity] sections: "probe <dataset> <model>", "sanity ..." and
-    "cascading ..." frames (display strings with intervals; numeric ones end in " numbers")."""
-    from rotviz.probe import FinetuneConfig, probe_table
-
-    tables: dict[str, pd.DataFrame] = {}
-    spec = study.sections.get("probe")
-    if spec:
-        datasets = spec.get("datasets", list(study.datasets))
-        models = spec.get("models", list(study.models))
-        fractions = [float(f) for f in spec.get("fractions", [0.01, 0.1, 1.0])]
-        ft = FinetuneConfig(
-            epochs=int(spec.get("finetune_epochs", 10)), lr=float(spec.get("finetune_lr", 1e-3))
-        )
-        for ds in datasets:
-            for model in models:
-                cfg = study.train_config(model)
-                _, numbers, _ = run_probe(
-                    study.data_config(ds),
-                    cfg,
-                    store,
-                    device,
-                    spec.get("tasks", {}).get(ds, "auto"),
-                    [int(s) for s in spec.get("seeds", [cfg.seed])],
-                    fractions,
-                    spec.get("unfreeze_last"),
-                    int(spec.get("min_images", 10)),
-                    ft,
-                    log,
-                )
-                tables[f"probe {ds} {model}"] = probe_table(numbers)
-                tables[f"probe {ds} {model} numbers"] = numbers
-    spec = study.sections.get("sanity")
-    if spec:
-        datasets = spec.get("datasets", [next(iter(study.datasets))])
-        models = spec.get("models", list(study.models))
-        sal = {
-            "layer": spec.get("layer", "rotation"),
-            "method": spec.get("method", "saliency"),
-            "aggregate": spec.get("aggregate", "none"),
-        }
-        for ds in datasets:
-            for model in models:
-                got = run_sanity(
-                    study.data_config(ds),
-                    study.train_config(model),
-                    store,
-                    device,
-                    sal,
-                    list(spec.get("neurons", ["all"])),
-                    spec.get("threshold", "pct:95"),
-                    int(spec.get("images", 16)),
-                    bool(spec.get("data_randomisation", True)),
-                    log,
-                )
-                for neurons, rep in got["reports"].items():
-                    tables[f"sanity {ds} {model} {neurons}"] = rep.table
-                    tables[f"sanity {ds} {model} {neurons} numbers"] = rep.numbers
-                    tables[f"cascading {ds} {model} {neurons}"] = rep.cascade_table
-    return tables

@@ -320,7 +320,7 @@ def saliency_maps(
     neurons = AllNeurons() if neurons is None else neurons
     _check(layer, neurons, x)
     if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, range(model.num_rotations))
+        neurons = neurons.for_rotation(0, model.rotations)
     device = _model_device(model, x)
     forward = layer_forward(model, layer)
     out = torch.empty(x.shape[0], *x.shape[-2:], dtype=_out_dtype(x), device=x.device)
@@ -555,7 +555,7 @@ def attribute(
         return saliency_maps(model, x, layer, neurons, chunk_size=chunk_size, batch_size=batch_size)
     _check(layer, neurons, x)
     if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, range(model.num_rotations))
+        neurons = neurons.for_rotation(0, model.rotations)
     device = _model_device(model, x)
     forward = layer_forward(model, layer)
     attr = _captum_attribution(
@@ -598,15 +598,13 @@ def rotation_aggregated_maps(
     The copy ``torch.rot90(x, k)`` is explained and its map turned back with
     ``torch.rot90(map, -k)``; maps are combined by "mean" or "max"; "none" explains only the
     unrotated images. For the "true" neuron set the copy rotated by k has the label of
-    rotation k in ``model_rotations`` (default 0..m-1, the order the model was trained with).
+    rotation k in ``model_rotations`` (default ``model.rotations``, the order it was trained with).
     Extra keywords go to ``attribute``.
     """
     neurons = AllNeurons() if neurons is None else neurons
     if aggregate not in AGGREGATES:
         raise RotvizError(f"aggregate {aggregate!r}: choose mean, max or none")
-    model_rotations = (
-        tuple(range(model.num_rotations)) if model_rotations is None else tuple(model_rotations)
-    )
+    model_rotations = model.rotations if model_rotations is None else tuple(model_rotations)
     ks = (0,) if aggregate == "none" else tuple(int(k) % 4 for k in rotations)
     if not ks:
         raise RotvizError("rotations: give at least one rotation, e.g. 0,90,180,270")

@@ -20,16 +20,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-import torch
 
+from rotviz.checkpoint import Checkpoint
 from rotviz.config import TrainConfig
 from rotviz.errors import RotvizError
+from rotviz.maps import network_maps
 from rotviz.metrics import Threshold, goodness
 from rotviz.models import RotationNet, random_twin
-from rotviz.rotation import normalize
+from rotviz.runtime import RuntimeLike
 from rotviz.saliency import SaliencyConfig
 from rotviz.stats import bootstrap_interval, format_interval, wilcoxon_p
-from rotviz.store import Checkpoint
 
 TOP_FRACTION = 0.05
 MEASURES = ("spearman", "ssim", "top5")
@@ -127,23 +127,6 @@ def similarity_rows(
 # --------------------------------------------------------------------------- maps
 
 
-def model_maps(
-    model: RotationNet,
-    images: np.ndarray,
-    sal: SaliencyConfig,
-    device: torch.device,
-    batch_size: int = 8,
-) -> np.ndarray:
-    """Maps (N, S, S) float32 of one model on uint8 images (N, 3, S, S)."""
-    model = model.to(device).eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.array(images[start : start + batch_size])).to(device))
-        out.append(sal.maps(model, x).float().cpu().numpy())
-    size = images.shape[-1]
-    return np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
-
-
 def block_names(model: RotationNet) -> list[str]:
     """Names of model.blocks() for plots: "block 1".."block L-1", then "head"."""
     n = len(model.blocks())
@@ -178,7 +161,7 @@ def cascading_randomization(
     checkpoint: Checkpoint,
     images: np.ndarray,
     sal: SaliencyConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     masks: np.ndarray | None = None,
     threshold: Threshold | None = None,
     image_ids: Sequence[object] | None = None,
@@ -197,7 +180,7 @@ def cascading_randomization(
     reference = None
     frames, kept = [], []
     for n, name, model in cascading_models(checkpoint.model, seed):
-        maps = model_maps(model, images, sal, device)
+        (maps,) = network_maps(model, images, sal, runtime)
         if reference is None:
             reference = maps
         df = similarity_rows(reference, maps, ids)
@@ -278,27 +261,24 @@ def compare_models(
     model_b: RotationNet,
     images: np.ndarray,
     sal: SaliencyConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     image_ids: Sequence[object] | None = None,
 ) -> pd.DataFrame:
     """Per-image similarities of model_a's maps and model_b's maps on uint8 images (N, 3, S, S)."""
-    return similarity_rows(
-        model_maps(model_a, images, sal, device),
-        model_maps(model_b, images, sal, device),
-        image_ids,
-    )
+    return similarity_rows(*network_maps((model_a, model_b), images, sal, runtime), image_ids)
 
 
 def model_randomization(
     checkpoint: Checkpoint,
     images: np.ndarray,
     sal: SaliencyConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     image_ids: Sequence[object] | None = None,
 ) -> pd.DataFrame:
     """Per-image similarity of the trained map and its random twin's."""
-    twin = random_twin(checkpoint.model, checkpoint.train_config.seed)
-    return compare_models(checkpoint.model, twin, images, sal, device, image_ids)
+    return compare_models(
+        checkpoint.model, checkpoint.random_twin(), images, sal, runtime, image_ids
+    )
 
 
 def data_randomization(
@@ -306,7 +286,7 @@ def data_randomization(
     shuffled: Checkpoint,
     images: np.ndarray,
     sal: SaliencyConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     image_ids: Sequence[object] | None = None,
 ) -> pd.DataFrame:
     """Per-image similarity of the trained map and the map of the model trained on shuffled labels."""
@@ -315,7 +295,7 @@ def data_randomization(
             "data randomisation needs a checkpoint trained with shuffled labels "
             "(train --shuffle-labels)"
         )
-    return compare_models(checkpoint.model, shuffled.model, images, sal, device, image_ids)
+    return compare_models(checkpoint.model, shuffled.model, images, sal, runtime, image_ids)
 
 
 def shuffled_config(train_cfg: TrainConfig) -> TrainConfig:
@@ -371,7 +351,7 @@ def sanity_report(
     checkpoint: Checkpoint,
     images: np.ndarray,
     sal: SaliencyConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     shuffled: Checkpoint | None = None,
     masks: np.ndarray | None = None,
     threshold: Threshold | None = None,
@@ -381,7 +361,7 @@ def sanity_report(
 ) -> SanityReport:
     """Model, cascading and (with shuffled) data randomisation on uint8 images (N, 3, S, S)."""
     cascade = cascading_randomization(
-        checkpoint, images, sal, device, masks, threshold, image_ids, keep_maps, progress
+        checkpoint, images, sal, runtime, masks, threshold, image_ids, keep_maps, progress
     )
     last = cascade.rows["step"].max()
     # the fully randomised step is the random twin: reuse its rows (no second pass)
@@ -392,7 +372,7 @@ def sanity_report(
     }
     if shuffled is not None:
         frames["trained vs shuffled-label model"] = data_randomization(
-            checkpoint, shuffled, images, sal, device, image_ids
+            checkpoint, shuffled, images, sal, runtime, image_ids
         )
     table, numbers = similarity_table(frames)
     return SanityReport(frames, table, numbers, cascade, cascade_summary(cascade.rows))
@@ -402,7 +382,7 @@ def image_sanity(
     checkpoint: Checkpoint,
     image: np.ndarray,
     sal: SaliencyConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     box_mask: np.ndarray | None = None,
     threshold: Threshold | None = None,
     shuffled: Checkpoint | None = None,
@@ -415,7 +395,7 @@ def image_sanity(
     """
     images = np.asarray(image)[None]
     masks = None if box_mask is None else np.asarray(box_mask, dtype=bool)[None]
-    report = sanity_report(checkpoint, images, sal, device, shuffled, masks, threshold)
+    report = sanity_report(checkpoint, images, sal, runtime, shuffled, masks, threshold)
     sims = pd.concat(
         {name: df[list(MEASURES)] for name, df in report.similarities.items()}, names=["comparison"]
     ).droplevel(1)

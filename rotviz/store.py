@@ -21,7 +21,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from rotviz import __version__
-from rotviz.config import DataConfig, TrainConfig, stable_hash
+from rotviz.checkpoint import Card, Checkpoint, TrainState, train_config_from_dict
+from rotviz.config import DataConfig, TrainConfig, __version__, stable_hash
 from rotviz.errors import RotvizError
 from rotviz.models import RotationNet, build_model
-from rotviz.train import EpochResult, TrainState
 
 DEFAULT_STORE = Path(os.environ.get("ROTVIZ_STORE", "checkpoints"))
 OPT_PREFIX = "optimizer."
@@ -50,35 +48,6 @@ def checkpoint_key(data: DataConfig, train: TrainConfig, fingerprint: str) -> st
 def checkpoint_name(data: DataConfig, train: TrainConfig, key: str) -> str:
     """A readable file stem, e.g. ``lfw-six_layer-e10-1a2b3c4d5e6f7a8b``."""
     return f"{data.dataset}-{train.model}-e{train.epochs}-{key}"
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: the model (eval mode, float32) and its card."""
-
-    model: RotationNet
-    card: dict[str, Any]
-    path: Path
-
-    @property
-    def train_config(self) -> TrainConfig:
-        return train_config_from_card(self.card)
-
-    @property
-    def data_config(self) -> DataConfig:
-        return data_config_from_card(self.card)
-
-
-def train_config_from_card(card: dict[str, Any]) -> TrainConfig:
-    d = dict(card["train_config"])
-    d["rotations"] = tuple(d["rotations"])
-    return TrainConfig(**d)
-
-
-def data_config_from_card(card: dict[str, Any]) -> DataConfig:
-    d = dict(card["data_config"])
-    d["categories"] = tuple(d["categories"])
-    return DataConfig(**d)
 
 
 def library_versions() -> dict[str, str]:
@@ -230,8 +199,8 @@ class CheckpointStore:
                 for k, v in tensors.items()
                 if k not in opt_tensors
             }
-            cfg = train_config_from_card(card)
-            model = build_model(cfg.model, len(cfg.rotations), cfg.seed)
+            cfg = train_config_from_dict(card["train_config"])
+            model = build_model(cfg.model, cfg.rotations, cfg.seed)
             model.load_state_dict(weights)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
             self.set_aside(name, partial, str(err))
@@ -257,7 +226,8 @@ class CheckpointStore:
         if got is None:
             return None
         model, card, _ = got
-        return Checkpoint(model, card, self.paths(name)[0])
+        weights_path, card_path = self.paths(name)
+        return Checkpoint(model, Card(card, card_path), weights_path)
 
     def load_file(self, card_path: str | Path) -> Checkpoint:
         """Load a finished checkpoint from its card's path (any store folder)."""
@@ -275,10 +245,9 @@ class CheckpointStore:
         if got is None:
             return None
         model, card, opt = got
-        history = [EpochResult(**h) for h in card.get("history", [])]
-        return model, TrainState(card["epochs_done"], opt, history), card
+        return model, TrainState(card["epochs_done"], opt, Card(card).history), card
 
-    def cards(self) -> list[dict[str, Any]]:
+    def cards(self) -> list[Card]:
         """Cards of all finished checkpoints, newest first."""
         out = []
         for p in sorted(self.root.glob("*.json")):
@@ -289,30 +258,45 @@ class CheckpointStore:
             except (OSError, ValueError):
                 continue
             if "key" in card and "train_config" in card:
-                card["card_path"] = str(p)
-                out.append(card)
-        return sorted(out, key=lambda c: c.get("saved", ""), reverse=True)
+                out.append(Card(card, p))
+        return sorted(out, key=lambda c: c.saved, reverse=True)
 
 
-def cards_table(cards: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per checkpoint: dataset, model, epochs, test rotation accuracy (%) trained and random."""
+def cards_table(cards: list[Card]) -> pd.DataFrame:
+    """One row per checkpoint: its recipe, test rotation accuracy (%) trained and random, images."""
     rows = []
     for c in cards:
-        test = c.get("metrics", {}).get("test", {})
+        acc_t, acc_r = c.test_accuracy("trained"), c.test_accuracy("random")
         rows.append(
             {
-                "checkpoint": c["name"],
-                "dataset": c["dataset"],
-                "model": c["model"],
-                "epochs": c.get("epochs_done"),
-                "train images": c.get("n_train_images"),
-                "test images": c.get("n_test_images"),
-                "accuracy trained (%)": round(100 * test["trained"]["accuracy"], 1)
-                if test
-                else None,
-                "accuracy random (%)": round(100 * test["random"]["accuracy"], 1) if test else None,
-                "weights": c.get("weights_dtype"),
-                "saved": c.get("saved"),
+                "checkpoint": c.name,
+                **c.recipe.columns(),
+                "epochs": c.epochs_done,
+                "train images": c.n_train_images,
+                "test images": c.n_test_images,
+                "accuracy trained (%)": None if acc_t is None else round(100 * acc_t, 1),
+                "accuracy random (%)": None if acc_r is None else round(100 * acc_r, 1),
+                "study recipe": "yes" if c.recipe.is_study() else "no",
+                "weights": c.weights_dtype,
+                "saved": c.saved,
             }
         )
     return pd.DataFrame(rows).set_index("checkpoint") if rows else pd.DataFrame()
+
+
+def load_checkpoint(ref: str | Path, store: CheckpointStore | None = None) -> Checkpoint:
+    """A finished checkpoint by name (as ``python -m rotviz checkpoints`` lists it) or by path
+    to its card (.json) or weights (.safetensors); names are looked up in store (default: the
+    default store)."""
+    path = Path(ref)
+    if path.suffix in (".json", ".safetensors") or path.parent != Path("."):
+        card_path = path.with_suffix(".json")
+        if not card_path.is_file():
+            raise RotvizError(f"checkpoint {ref}: no card {card_path} beside it")
+        return CheckpointStore(card_path.parent).load_file(card_path)
+    store = store or CheckpointStore()
+    ckpt = store.load(str(ref))
+    if ckpt is None:
+        names = ", ".join(c.name for c in store.cards()) or "none"
+        raise RotvizError(f"no checkpoint called {ref!r} in {store.root} (it has: {names})")
+    return ckpt

@@ -6,34 +6,28 @@ Paths in a study file are relative to the file's own folder. See studies/*.toml.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
-from rotviz.metrics import Absolute, Threshold, parse_threshold
+from rotviz.evaluate import accuracy_comparison
+from rotviz.goodness import goodness_comparison, goodness_run
+from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
-from rotviz.pipeline import train_or_load
+from rotviz.pipeline import load_split, train_or_load
+from rotviz.published import default_threshold
 from rotviz.records import Dataset
 from rotviz.rotation import parse_rotations
+from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.saliency import SaliencyConfig
-from rotviz.stats import Comparison, compare_paired, rotation_correctness, seed_interval
+from rotviz.stats import Comparison, seed_interval
 from rotviz.store import CheckpointStore
-
-# The seed report's rotation accuracy (%), for side-by-side display.
-PUBLISHED_ACCURACY = {
-    "coco": {"efficientnet_b0": 54.4, "mobilenet_v2": 43.4, "six_layer": 57.6},
-    "lfw": {"efficientnet_b0": 84.3, "mobilenet_v2": 60.4, "six_layer": 98.0},
-    "cityscapes": {"efficientnet_b0": 99.8, "mobilenet_v2": 99.9, "six_layer": 99.4},
-}
 
 
 @dataclass(frozen=True)
@@ -210,7 +204,7 @@ def _interval_rows(
 def accuracy_table(
     study: Study,
     store: CheckpointStore,
-    device: str | torch.device | Any = "auto",
+    runtime: RuntimeLike = "auto",
     log: Callable[[str], None] = print,
     datasets: list[str] | None = None,
     models: list[str] | None = None,
@@ -221,39 +215,26 @@ def accuracy_table(
     Rows: (dataset, trained | random | difference | p (Wilcoxon)), plus
     (dataset, "trained, over seeds" | "random, over seeds") when [train] has several seeds;
     columns: models. The numeric intervals (fractions) are in df.attrs["numbers"], one row
-    per dataset and model, for CSV. device may be a str, torch.device or train.RunConfig.
+    per dataset and model, for CSV.
     """
-    from rotviz.evaluate import rotation_logits
-    from rotviz.models import random_twin
-    from rotviz.pipeline import load_split
-    from rotviz.train import resolve_device
-
+    runtime = as_runtime(runtime)
     datasets = datasets or list(study.datasets)
     models = models or list(study.models)
-    dev = resolve_device(device)
     cells: dict[tuple[str, str], dict[str, str]] = {}
     numbers = []
     for ds in datasets:
         data = study.data_config(ds)
         test = None
         for model in models:
-            per_image: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
-            for cfg in _seed_configs(study, model):
-                ckpt = train_or_load(data, cfg, store, device, log=log).checkpoint
-                if test is None:
-                    _, test = load_split(data, "test")
-                if len(test) == 0:
-                    raise RotvizError(f"{ds}: the test split is empty, nothing to evaluate")
-                nets = {"trained": ckpt.model, "random": random_twin(ckpt.model, cfg.seed)}
-                for net, m in nets.items():
-                    logits, labels = rotation_logits(m, test.images, cfg.rotations, dev)
-                    correct = rotation_correctness(logits, labels, len(test))
-                    per_image[net].append(correct.mean(1))
-            # one bootstrap unit per image: its correctness averaged over rotations and seeds
-            cmp = compare_paired(
-                np.mean(per_image["trained"], axis=0), np.mean(per_image["random"], axis=0)
-            )
-            seeds = {net: [float(c.mean()) for c in per_image[net]] for net in per_image}
+            ckpts = [
+                train_or_load(data, cfg, store, runtime, log=log).checkpoint
+                for cfg in _seed_configs(study, model)
+            ]
+            if test is None:
+                _, test = load_split(data, "test")
+            if len(test) == 0:
+                raise RotvizError(f"{ds}: the test split is empty, nothing to evaluate")
+            cmp, seeds = accuracy_comparison(ckpts, test.images, runtime)
             shown, nums = _interval_rows(cmp, seeds)
             for row, text in shown.items():
                 cells.setdefault((ds, row), {})[model] = text
@@ -262,32 +243,6 @@ def accuracy_table(
     df.index = pd.MultiIndex.from_tuples(df.index, names=["dataset", "network"])
     df.attrs["numbers"] = pd.DataFrame(numbers)
     return df
-
-
-# The seed report's thresholds and mean goodness (%) on the COCO test set, per layer and model.
-STUDY_THRESHOLDS = {
-    "rotation": {"efficientnet_b0": 8e-3, "mobilenet_v2": 8e-3, "six_layer": 8e-4},
-    "embedding": {"efficientnet_b0": 1e-4, "mobilenet_v2": 1e-2, "six_layer": 8e-4},
-}
-PUBLISHED_GOODNESS = {
-    "rotation": {"efficientnet_b0": 28.7, "mobilenet_v2": 31.8, "six_layer": 12.8},
-    "embedding": {"efficientnet_b0": 11.6, "mobilenet_v2": 21.0, "six_layer": 6.6},
-}
-
-
-def study_lambda(layer: str, model: str, fallback: float = 8e-4) -> float:
-    """The study's absolute lambda for (layer, model), or fallback for models it did not use."""
-    return STUDY_THRESHOLDS.get(layer, {}).get(model, fallback)
-
-
-def default_threshold(layer: str, model: str) -> Threshold:
-    """The study's absolute lambda for (layer, model); other models need an explicit threshold."""
-    try:
-        return Absolute(STUDY_THRESHOLDS[layer][model])
-    except KeyError as err:
-        raise RotvizError(
-            f"the study has no threshold for {model} on the {layer} layer: give --threshold"
-        ) from err
 
 
 def resolve_categories(ds: Dataset, names: Sequence[str]) -> list[int] | None:
@@ -311,7 +266,7 @@ def resolve_categories(ds: Dataset, names: Sequence[str]) -> list[int] | None:
 def goodness_tables(
     study: Study,
     store: CheckpointStore,
-    device: str | torch.device = "auto",
+    runtime: RuntimeLike = "auto",
     log: Callable[[str], None] = print,
     models: list[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
@@ -323,16 +278,12 @@ def goodness_tables(
     numeric intervals in df.attrs["numbers"]. Reads the [goodness] section:
     dataset, neurons, method, aggregate, box_categories, include_crowd, thresholds.<layer>.<model>.
     """
-    from rotviz.goodness import goodness_run
-    from rotviz.pipeline import load_split
-    from rotviz.train import resolve_device
-
+    runtime = as_runtime(runtime)
     spec = study.sections.get("goodness", {})
     dataset = spec.get(
         "dataset", "coco" if "coco" in study.datasets else next(iter(study.datasets))
     )
     data = study.data_config(dataset)
-    dev = resolve_device(device)
     ds, test = load_split(data, "test")
     keep = resolve_categories(ds, spec.get("box_categories", []))
     tables = {}
@@ -351,28 +302,21 @@ def goodness_tables(
                 if given is not None
                 else default_threshold(layer, model)
             )
-            q: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
+            runs = []
             for cfg in _seed_configs(study, model):
-                ckpt = train_or_load(data, cfg, store, device, log=log).checkpoint
+                ckpt = train_or_load(data, cfg, store, runtime, log=log).checkpoint
                 log(
                     f"goodness: {model} (seed {cfg.seed}), {layer} layer, "
                     f"{threshold.describe()}, {len(test)} test images"
                 )
-                run = goodness_run(
-                    ckpt, test, sal, threshold, dev, keep, spec.get("include_crowd", True)
+                runs.append(
+                    goodness_run(
+                        ckpt, test, sal, threshold, runtime, keep, spec.get("include_crowd", True)
+                    )
                 )
-                q["trained"].append(run.rows["q_trained"].to_numpy(dtype=float))
-                q["random"].append(run.rows["q_random"].to_numpy(dtype=float))
-            # images without boxes are NaN in every seed; compare_paired leaves their pairs out
-            with np.errstate(invalid="ignore"):
-                q_t, q_r = np.mean(q["trained"], axis=0), np.mean(q["random"], axis=0)
-            cmp = compare_paired(q_t, q_r)
-            seeds = {
-                net: [float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in q[net]]
-                for net in q
-            }
+            cmp, seeds = goodness_comparison(runs)
             shown, nums = _interval_rows(cmp, seeds)
-            shown["images scored"] = str(int(np.isfinite(q_t).sum()))
+            shown["images scored"] = str(cmp.trained.n)
             name = f"{model} ({threshold.describe()})"
             columns[name] = shown
             numbers.append({"model": model, "threshold": threshold.describe(), **nums})

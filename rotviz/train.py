@@ -12,18 +12,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from rotviz import distributed
+from rotviz.checkpoint import EpochResult, TrainState
 from rotviz.config import TrainConfig
-from rotviz.distributed import env_world
 from rotviz.errors import RotvizError
 from rotviz.rotation import normalize, rotation_batch
+from rotviz.runtime import Runtime, RuntimeLike, as_runtime
 
 
 @dataclass
@@ -36,85 +36,6 @@ class StepProgress:
     steps: int
     loss: float
     accuracy: float
-
-
-@dataclass
-class EpochResult:
-    """Mean loss and accuracy of one finished epoch."""
-
-    epoch: int  # 1-based count of finished epochs
-    loss: float
-    accuracy: float
-    lr: float
-    world_size: int = 1  # ranks that trained this epoch (a resumed job may use another)
-
-
-@dataclass
-class TrainState:
-    """Everything needed to resume: finished epochs, optimiser state, history."""
-
-    epochs_done: int = 0
-    optimizer_state: dict | None = None
-    history: list[EpochResult] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """How a run executes (speed, not the recipe): not part of the checkpoint hash, recorded in the card.
-
-    device: auto, cpu or cuda. amp: auto (bf16 on CUDA where supported, else off), bf16,
-    fp16 (CUDA only, with a gradient scaler) or off. compile: torch.compile the model,
-    falling back to eager with one warning where it fails. sync_bn: SyncBatchNorm across
-    ranks of a torchrun job (CUDA only); by default BatchNorm statistics are per rank.
-    """
-
-    device: str = "auto"
-    amp: str = "auto"
-    compile: bool = False
-    sync_bn: bool = False
-
-    def __post_init__(self) -> None:
-        if self.amp not in AMP_MODES:
-            raise RotvizError(f"--amp {self.amp!r}: choose one of {', '.join(AMP_MODES)}")
-        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
-            raise RotvizError(f"--device {self.device!r}: choose auto, cpu or cuda")
-
-    def card(self, device: torch.device) -> dict[str, Any]:
-        """What the card records: the requested knobs, the device used and the resolved precision."""
-        dtype = resolve_amp(self.amp, device)
-        return {
-            **asdict(self),
-            "device_used": str(device),
-            "amp_used": "off" if dtype is None else str(dtype).removeprefix("torch."),
-        }
-
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-
-
-def resolve_device(device: str | torch.device | RunConfig = "auto") -> torch.device:
-    """ "auto" -> CUDA when present, else CPU; under torchrun, CUDA means this rank's cuda:LOCAL_RANK."""
-    if isinstance(device, RunConfig):
-        device = device.device
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RotvizError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", env_world()[2] if distributed.is_distributed() else 0)
-    return torch.device(device)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --amp on this device (None: full float32)."""
-    if amp == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else None
-    if amp == "fp16" and device.type != "cuda":
-        raise RotvizError("--amp fp16 needs CUDA; on CPU use --amp bf16 or off")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
 def check_world(n_images: int, batch_size: int, world: int) -> int:
@@ -133,21 +54,21 @@ def check_world(n_images: int, batch_size: int, world: int) -> int:
     return steps
 
 
-def check_run(run: RunConfig, device: torch.device) -> None:
+def check_run(runtime: Runtime) -> None:
     """Refuse run settings this device cannot honour, before any work starts."""
-    resolve_amp(run.amp, device)
-    if run.sync_bn and distributed.is_distributed() and device.type != "cuda":
+    if runtime.config.sync_bn and distributed.is_distributed() and runtime.device.type != "cuda":
         raise RotvizError(
             "--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); on CPU "
             "BatchNorm statistics stay per rank: leave --sync-bn out"
         )
 
 
-def prepare_model(model: nn.Module, device: torch.device, run: RunConfig) -> nn.Module:
+def prepare_model(model: nn.Module, runtime: Runtime) -> nn.Module:
     """Move the model, choose memory format, wrap in DDP (and SyncBatchNorm) under torchrun.
 
     Returns the module to call; parameters stay those of ``model`` (saved unwrapped).
     """
+    device = runtime.device
     model.to(device).train()
     # channels-last convolutions are faster on CPU (oneDNN) as on GPU: measured 1.2-1.7x here
     model.to(memory_format=torch.channels_last)
@@ -155,8 +76,8 @@ def prepare_model(model: nn.Module, device: torch.device, run: RunConfig) -> nn.
         torch.backends.cudnn.benchmark = True
     if not distributed.is_distributed():
         return model
-    check_run(run, device)
-    if run.sync_bn:
+    check_run(runtime)
+    if runtime.config.sync_bn:
         # converts the BatchNorm children in place, so the saved state_dict keys do not change
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
     from torch.nn.parallel import DistributedDataParallel
@@ -246,11 +167,10 @@ def train(
     model: nn.Module,
     images: np.ndarray,
     cfg: TrainConfig,
-    device: torch.device,
+    runtime: RuntimeLike = "auto",
     state: TrainState | None = None,
     on_step: Callable[[StepProgress], None] | None = None,
     on_epoch_end: Callable[[TrainState, torch.optim.Optimizer], None] | None = None,
-    run: RunConfig | None = None,
 ) -> TrainState:
     """Train on uint8 images (N, 3, S, S) until cfg.epochs are done; returns the final state.
 
@@ -259,11 +179,11 @@ def train(
     the same global batch and the loss is weighted so DDP's gradient average equals the
     single-process gradient of the whole batch; epoch metrics are summed over ranks.
     """
-    run = run or RunConfig()
+    runtime = as_runtime(runtime)
+    device, amp_dtype = runtime.device, runtime.amp_dtype
     state = state or TrainState()
     world = distributed.world_size()
-    net = CompiledOrEager(prepare_model(model, device, run), run.compile)
-    amp_dtype = resolve_amp(run.amp, device)
+    net = CompiledOrEager(prepare_model(model, runtime), runtime.config.compile)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     optimizer = make_optimizer(model, cfg)
     if state.optimizer_state is not None:

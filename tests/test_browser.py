@@ -43,7 +43,7 @@ def demo_store(tmp_path: Path) -> Path:
     """The repo's store when updating the docs screenshot and it has a demo checkpoint; else a tiny one."""
     shipped = REPO / "checkpoints"
     if os.environ.get("ROTVIZ_UPDATE_SCREENSHOT") == "1" and any(
-        c["dataset"] == "demo" for c in CheckpointStore(shipped).cards()
+        c.dataset == "demo" for c in CheckpointStore(shipped).cards()
     ):
         return shipped
     store = tmp_path / "store"

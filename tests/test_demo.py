@@ -12,12 +12,11 @@ import pytest
 from PIL import Image
 
 from rotviz.config import DataConfig
-from rotviz.datasets import load_dataset, split_for
+from rotviz.datasets import load_dataset, load_demo, split_for
 from rotviz.demo import (
     COCO_FILE_NAME,
     demo_version,
     hand_annotations,
-    load_demo,
     materialize_demo,
 )
 from rotviz.errors import RotvizError

@@ -36,15 +36,14 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.models import build_model
 from rotviz.rotation import normalize, rotation_batch
+from rotviz.runtime import RunConfig, resolve_amp
 from rotviz.store import CheckpointStore
 from rotviz.train import (
     CompiledOrEager,
-    RunConfig,
     check_world,
     epoch_order,
     lr_at,
     make_optimizer,
-    resolve_amp,
     train,
 )
 
@@ -218,7 +217,7 @@ def test_run_config_and_precision():
 def test_bf16_autocast_trains_on_cpu(real_images):
     cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3)
     model = build_model("six_layer", 4, 0)
-    state = train(model, real_images, cfg, CPU, run=RunConfig(amp="bf16"))
+    state = train(model, real_images, cfg, RunConfig(device="cpu", amp="bf16"))
     assert np.isfinite(state.history[0].loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
 

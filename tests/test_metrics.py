@@ -268,8 +268,8 @@ def test_threshold_sweep_defaults_and_monotone_behaviour():
     blob = np.exp(-((yy - 10.0) ** 2 + (xx - 12.0) ** 2) / 20.0)  # salient object at (10, 12)
     b = box_mask([[7, 7, 18, 14]], (32, 32))  # ~7% of the image around it
     df = threshold_sweep([blob], [b])
-    assert (df.kind == "absolute").sum() == 25 and (df.kind == "percentile").sum() == 50
-    np.testing.assert_allclose(df[df.kind == "absolute"].value, np.logspace(-6, 0, 25))
+    assert (df.kind == "absolute").sum() == 36 and (df.kind == "percentile").sum() == 50
+    np.testing.assert_allclose(df[df.kind == "absolute"].value, np.logspace(-7, 0, 36))
     pct = df[df.kind == "percentile"].set_index("value").mean_q
     assert pct[50] < pct[70] < pct[90]  # tighter maps fit the box better until |S_p| ~ |B|
     assert pct[50] == pytest.approx(b.sum() / (32 * 32 / 2), rel=0.05)

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from rotviz import probe
+from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.models import build_model
-from rotviz.store import Checkpoint
 from rotviz.train import train
 
 CPU = torch.device("cpu")

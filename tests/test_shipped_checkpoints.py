@@ -27,44 +27,43 @@ def shipped_cards():
 
 
 def test_the_promised_checkpoints_are_shipped_and_small():
-    have = {(c["dataset"], c["model"]) for c in shipped_cards()}
+    have = {(c.dataset, c.model) for c in shipped_cards()}
     assert have >= EXPECTED
     total = sum(p.stat().st_size for p in SHIPPED.glob("*.safetensors"))
     assert total < 30 * 2**20
 
 
-@pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c["name"])
+@pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c.name)
 def test_card_matches_weights_and_loads(card):
-    weights = Path(card["card_path"]).with_suffix(".safetensors")
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights_sha256"]
-    ckpt = CheckpointStore(SHIPPED).load(card["name"])
+    weights = card.path.with_suffix(".safetensors")
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights_sha256
+    ckpt = CheckpointStore(SHIPPED).load(card.name)
     assert ckpt is not None and not ckpt.model.training
     assert all(p.dtype == torch.float32 for p in ckpt.model.parameters())
-    assert ckpt.card["epochs_done"] == ckpt.train_config.epochs
-    test = ckpt.card["metrics"]["test"]
-    assert test["trained"]["accuracy"] > test["random"]["accuracy"]
-    assert "rotviz train" in ckpt.card["command"] or "rotviz" in ckpt.card["command"]
+    assert ckpt.card.epochs_done == ckpt.train_config.epochs
+    assert ckpt.card.test_accuracy("trained") > ckpt.card.test_accuracy("random")
+    assert "rotviz train" in ckpt.card.command or "rotviz" in ckpt.card.command
 
 
 def check_accuracy(card, root=None):
-    ckpt = CheckpointStore(SHIPPED).load(card["name"])
+    ckpt = CheckpointStore(SHIPPED).load(card.name)
     data = dataclasses.replace(ckpt.data_config, root=root) if root else ckpt.data_config
     _, test = load_split(data, "test")
     ev = rotation_accuracy(
         ckpt.model, test.images, ckpt.train_config.rotations, torch.device("cpu")
     )
-    assert len(test) == card["n_test_images"]
-    assert abs(ev.accuracy - card["metrics"]["test"]["trained"]["accuracy"]) <= 0.01
+    assert len(test) == card.n_test_images
+    assert abs(ev.accuracy - card.test_accuracy("trained")) <= 0.01
 
 
 def test_demo_checkpoint_accuracy_matches_its_card():
-    (card,) = [c for c in shipped_cards() if c["dataset"] == "demo"]
+    (card,) = [c for c in shipped_cards() if c.dataset == "demo"]
     check_accuracy(card)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "card", [c for c in shipped_cards() if c["dataset"] == "lfw"], ids=lambda c: c["name"]
+    "card", [c for c in shipped_cards() if c.dataset == "lfw"], ids=lambda c: c.name
 )
 def test_lfw_checkpoint_accuracy_matches_its_card(card):
     lfw = SHARED_DATA / "lfw"

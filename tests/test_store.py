@@ -28,7 +28,7 @@ def test_round_trip_restores_weights_exactly(tmp_path):
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), ckpt.model.state_dict().values(), strict=True)
     )
-    assert ckpt.card["weights_sha256"] and ckpt.card["versions"]["torch"] == torch.__version__
+    assert ckpt.card.weights_sha256 and ckpt.card.raw["versions"]["torch"] == torch.__version__
     assert not ckpt.model.training
 
 
@@ -89,7 +89,7 @@ def test_partial_state_carries_optimizer_and_history(tmp_path):
     # the finished write removes the partial files
     store.write(card["name"], model, card)
     assert store.resume_state(card["name"]) is None
-    assert [c["name"] for c in store.cards()] == [card["name"]]
+    assert [c.name for c in store.cards()] == [card["name"]]
 
 
 def test_loading_never_unpickles(tmp_path):

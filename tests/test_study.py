@@ -54,7 +54,7 @@ def test_accuracy_table_shows_intervals_and_a_paired_p(demo_store):
         per_image[net] = right.mean(1)
         x = float(CELL.match(df.loc[("demo", net), "six_layer"]).group(1))
         assert x == pytest.approx(100 * right.mean(), abs=0.051)
-        assert x == pytest.approx(100 * ckpt.card["metrics"]["test"][net]["accuracy"], abs=0.051)
+        assert x == pytest.approx(100 * ckpt.card.test_accuracy(net), abs=0.051)
     p_cell = df.loc[("demo", "p (Wilcoxon)"), "six_layer"]
     if np.array_equal(per_image["trained"], per_image["random"]):
         assert p_cell == "n/a"  # no image differs: nothing to test (1 epoch on the demo)

@@ -3,9 +3,10 @@ import copy
 
 import torch
 
+from rotviz.checkpoint import TrainState
 from rotviz.config import TrainConfig
 from rotviz.models import build_model
-from rotviz.train import TrainState, lr_at, train
+from rotviz.train import lr_at, train
 
 CPU = torch.device("cpu")
 

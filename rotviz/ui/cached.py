@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
+from rotviz.checkpoint import Card, Checkpoint
 from rotviz.config import DataConfig, stable_hash
+from rotviz.maps import checkpoint_maps
 from rotviz.metrics import box_mask, threshold_sweep
-from rotviz.models import RotationNet, random_twin
+from rotviz.models import RotationNet
 from rotviz.pipeline import load_split
 from rotviz.preprocess import PreparedSplit
 from rotviz.records import Dataset
-from rotviz.rotation import normalize
-from rotviz.saliency import SaliencyConfig, trained_and_random_maps
-from rotviz.store import Checkpoint, CheckpointStore
+from rotviz.runtime import Runtime, as_runtime
+from rotviz.saliency import SaliencyConfig
+from rotviz.store import CheckpointStore
 
 MAP_CACHE_ENTRIES = 4000  # 2 maps of 128x128 float32 = 128 kB per entry: ~0.5 GB at most
 
@@ -41,14 +41,19 @@ class ModelPair:
 
     @property
     def ident(self) -> str:
-        """Identifies the weights: checkpoint name + weights hash."""
-        card = self.checkpoint.card
-        return f"{card['name']}:{card.get('weights_sha256', '')[:16]}"
+        """Identifies the weights: card path + weights hash."""
+        return self.checkpoint.card.ident
 
 
-def checkpoint_id(card: dict[str, Any]) -> str:
-    """The cache key of a card's weights."""
-    return f"{card['card_path']}:{card.get('weights_sha256', '')}"
+def checkpoint_id(card: Card) -> str:
+    """The cache key of a card's weights (card path + weights hash)."""
+    return card.ident
+
+
+@st.cache_resource(show_spinner=False)
+def runtime() -> Runtime:
+    """The app's runtime, resolved once per process: CUDA when present, else CPU."""
+    return as_runtime("auto")
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint and its random twin...")
@@ -56,7 +61,7 @@ def model_pair(ckpt_id: str) -> ModelPair:
     """The checkpoint at ckpt_id (card path + weights hash) and its random twin, eval mode."""
     card_path = ckpt_id.rsplit(":", 1)[0]
     ckpt = CheckpointStore().load_file(card_path)
-    return ModelPair(ckpt, random_twin(ckpt.model, ckpt.train_config.seed))
+    return ModelPair(ckpt, ckpt.random_twin())
 
 
 def data_key(cfg: DataConfig) -> str:
@@ -70,13 +75,11 @@ def split(key: str, _cfg: DataConfig, name: str = "test") -> tuple[Dataset, Prep
     return load_split(_cfg, name)
 
 
-def viewing_config(card: dict[str, Any], cfg: DataConfig) -> DataConfig:
+def viewing_config(card: Card, cfg: DataConfig) -> DataConfig:
     """The data config to browse a checkpoint's test images: its preprocessing, no image cap."""
+    trained_on = card.data_config
     return dataclasses.replace(
-        cfg,
-        image_size=card["data_config"].get("image_size", cfg.image_size),
-        resize=card["data_config"].get("resize", cfg.resize),
-        max_images=None,
+        cfg, image_size=trained_on.image_size, resize=trained_on.resize, max_images=None
     )
 
 
@@ -92,25 +95,11 @@ def saliency_config(
 def compute_maps(
     pair: ModelPair, image: np.ndarray, cfg: SaliencyConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Trained and random maps (H, W) float32 of one uint8 image (3, H, W)."""
-    x = normalize(torch.from_numpy(np.ascontiguousarray(image))[None])
-    rotations = pair.checkpoint.train_config.rotations
-    trained, random = trained_and_random_maps(
-        pair.trained,
-        pair.random,
-        x,
-        cfg.layer,
-        cfg.neuron_set(),
-        rotations=rotations,
-        aggregate=cfg.aggregate,
-        method=cfg.method,
-        model_rotations=rotations,
-        n_steps=cfg.n_steps,
-        nt_samples=cfg.nt_samples,
-        stdevs=cfg.stdevs,
-        seed=cfg.seed,
+    """Trained and random maps (H, W) float32 of one uint8 image (3, H, W), by rotviz.maps."""
+    trained, random = checkpoint_maps(
+        pair.checkpoint, np.ascontiguousarray(image)[None], cfg, runtime(), twin=pair.random
     )
-    return trained[0].numpy().astype(np.float32), random[0].numpy().astype(np.float32)
+    return trained[0], random[0]
 
 
 @st.cache_data(max_entries=MAP_CACHE_ENTRIES, show_spinner=False)
@@ -135,11 +124,7 @@ def image_sweeps(
     _mask: np.ndarray,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Q-vs-threshold of one image for the trained and random map (threshold_sweep frames)."""
-    lams = np.logspace(-7, 0, 36)
-    return (
-        threshold_sweep([_maps[0]], [_mask], lambdas=lams),
-        threshold_sweep([_maps[1]], [_mask], lambdas=lams),
-    )
+    return threshold_sweep([_maps[0]], [_mask]), threshold_sweep([_maps[1]], [_mask])
 
 
 def boxes_mask(boxes: np.ndarray, size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
+from rotviz.checkpoint import Card
 from rotviz.config import DataConfig
 from rotviz.errors import RotvizError
 from rotviz.store import DEFAULT_STORE, CheckpointStore
@@ -144,30 +145,23 @@ def dataset_select(key: str, label: str = "Dataset") -> str:
     )
 
 
-def card_label(card: dict[str, Any]) -> str:
-    """One line naming a checkpoint: dataset, model, epochs, accuracy."""
-    acc = card.get("metrics", {}).get("test", {}).get("trained", {}).get("accuracy")
-    acc_text = f", rotation accuracy {acc:.1%}" if isinstance(acc, float) else ""
-    return f"{card['model']} on {card['dataset']}, {card.get('epochs_done', '?')} epochs{acc_text} ({card['name'][-8:]})"
-
-
-def checkpoint_select(key: str, dataset: str | None = None) -> dict[str, Any] | None:
+def checkpoint_select(key: str, dataset: str | None = None) -> Card | None:
     """Pick a finished checkpoint from the store (optionally of one dataset); its card or None."""
     cards = store().cards()
     if dataset is not None:
-        cards = [c for c in cards if c.get("dataset") == dataset]
+        cards = [c for c in cards if c.dataset == dataset]
     if not cards:
         where = f" for {dataset}" if dataset else ""
         st.info(
             f"The store ({store_root()}) has no checkpoint{where} yet: train one on the Train page."
         )
         return None
-    by_path = {c["card_path"]: c for c in cards}
+    by_path = {str(c.path): c for c in cards}
     path = st.selectbox(
         "Checkpoint",
         list(by_path),
-        format_func=lambda p: card_label(by_path[p]),
+        format_func=lambda p: by_path[p].label(),
         key=key,
-        help="Finished checkpoints in the store; rotation accuracy is on the test split.",
+        help="Finished checkpoints in the store, by recipe; rotation accuracy is on the test split.",
     )
     return by_path[path]

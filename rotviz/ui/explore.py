@@ -12,8 +12,8 @@ import streamlit as st
 
 from rotviz.figures import sweep_plotly, trained_vs_random_figure
 from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold, format_q
+from rotviz.published import study_lambda
 from rotviz.saliency import METHODS, SaliencyConfig, method_warning
-from rotviz.study import study_lambda
 from rotviz.ui import cached, common, export, render
 
 METHOD_LABELS = {
@@ -23,10 +23,10 @@ METHOD_LABELS = {
     "gradcam": "Grad-CAM",
     "guided_backprop": "guided backprop",
 }
-AGGREGATE_LABELS = {
-    "mean": "mean of the 4 rotated copies",
-    "max": "max of the 4 rotated copies",
-    "none": "none (upright image only)",
+AGGREGATE_LABELS = {  # the study's choice first: it is the default of every page
+    "none": "none (upright image only; the study)",
+    "mean": "mean of the rotated copies",
+    "max": "max of the rotated copies",
 }
 NEURON_CHOICES = {
     "all": "all neurons of the layer",

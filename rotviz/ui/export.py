@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 from matplotlib.figure import Figure
 
+from rotviz.checkpoint import Card
 from rotviz.figures import FORMATS, close_figure, figure_bytes
 from rotviz.tables import format_table
 
@@ -73,16 +74,16 @@ def table_buttons(df: pd.DataFrame, stem: str, key: str, caption: str | None = N
     )
 
 
-def clean_card(card: dict[str, Any]) -> dict[str, Any]:
+def clean_card(card: Card) -> dict[str, Any]:
     """A checkpoint card without machine-local or bulky fields."""
-    return {k: v for k, v in card.items() if k not in CARD_FIELDS_DROPPED}
+    return {k: v for k, v in card.raw.items() if k not in CARD_FIELDS_DROPPED}
 
 
 def bundle_zip(
     figures: dict[str, Callable[[], Figure]],
     tables: dict[str, pd.DataFrame],
     settings: dict[str, Any],
-    cards: list[dict[str, Any]],
+    cards: list[Card],
 ) -> bytes:
     """A zip of figures (PNG, SVG, PDF), tables (CSV, LaTeX), settings.json and checkpoint cards."""
     buf = io.BytesIO()
@@ -101,7 +102,7 @@ def bundle_zip(
         zf.writestr("settings.json", json.dumps(meta, indent=2, default=str))
         for card in cards:
             zf.writestr(
-                f"cards/{slug(card['name'])}.json",
+                f"cards/{slug(card.name)}.json",
                 json.dumps(clean_card(card), indent=2, default=str),
             )
     return buf.getvalue()
@@ -111,7 +112,7 @@ def bundle_button(
     figures: dict[str, Callable[[], Figure]],
     tables: dict[str, pd.DataFrame],
     settings: dict[str, Any],
-    cards: list[dict[str, Any]],
+    cards: list[Card],
     stem: str,
     key: str,
 ) -> None:

@@ -1,77 +1,91 @@
-"""Dataset-level goodness for the Metrics page: maps of a test split (cached per image), Q tables, sweeps.
+"""Dataset-level goodness for the Metrics page: the core's goodness run per checkpoint and layer
+(maps cached), laid out as tables beside the study's published figures.
 
-Glue over rotviz.metrics (goodness_scores, mean_goodness, threshold_sweep) and the per-image
-map cache the Saliency page fills too, so maps computed on either page serve both.
+Every number comes from rotviz.goodness (checkpoint_maps via goodness_run, score_rows,
+goodness_comparison, sweeps), the functions ``rotviz study`` calls, so the page and the
+study CSVs agree exactly on the same store and settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
+import streamlit as st
 
+from rotviz.checkpoint import Card
 from rotviz.config import DataConfig
-from rotviz.metrics import Absolute, Threshold, goodness_scores, mean_goodness, threshold_sweep
+from rotviz.goodness import GoodnessRun, goodness_comparison, goodness_run, sweeps
+from rotviz.maps import checkpoint_maps
+from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold
+from rotviz.published import PUBLISHED_GOODNESS, goodness_protocol_mismatch, study_lambda
 from rotviz.saliency import SaliencyConfig
-from rotviz.stats import compare_paired, format_p
-from rotviz.store import data_config_from_card
-from rotviz.study import PUBLISHED_GOODNESS, STUDY_THRESHOLDS, study_lambda
+from rotviz.stats import format_p
 from rotviz.ui import cached
+
+# The columns the page shows (the export keeps the numeric ones too).
+DISPLAY_COLUMNS = (
+    "threshold",
+    "Q trained, mean [95% CI] (%)",
+    "Q random twin, mean [95% CI] (%)",
+    "difference (%)",
+    "p (Wilcoxon)",
+    "images with boxes",
+    "published mean Q, trained (%)",
+    "published: comparable?",
+    "checkpoint",
+)
 
 
 @dataclass
-class SplitMaps:
-    """Maps of the test images with boxes: trained and random (N, H, W), box masks (N, H, W)."""
+class LayerRun:
+    """The maps of one checkpoint on one dataset's test split for one saliency setting."""
 
-    card: dict[str, Any]
-    layer: str
-    trained: np.ndarray
-    random: np.ndarray
-    masks: np.ndarray
-    relpaths: list[str]
+    card: Card
+    sal: SaliencyConfig
+    dkey: str
+    cfg: DataConfig
+    maps: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def layer(self) -> str:
+        return self.sal.layer
 
 
-def split_maps(
-    card: dict[str, Any],
+@st.cache_data(max_entries=32, show_spinner=False)
+def _split_maps(
+    ckpt_id: str,
+    dkey: str,
+    sal_key: str,
+    _cfg: DataConfig,
+    _sal: SaliencyConfig,
+    _progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trained and random maps (N, S, S) of every test image, exactly as rotviz.goodness computes them."""
+    pair = cached.model_pair(ckpt_id)
+    _, split = cached.split(dkey, _cfg)
+    return checkpoint_maps(
+        pair.checkpoint, split.images, _sal, cached.runtime(), twin=pair.random, progress=_progress
+    )
+
+
+def layer_run(
+    card: Card,
     cfg: DataConfig,
     sal: SaliencyConfig,
     progress: Callable[[int, int], None] | None = None,
-) -> SplitMaps:
-    """Maps of every test image with boxes (each map cached per image, shared with the Saliency page)."""
+) -> LayerRun:
+    """The maps of a checkpoint's test images (cached across reruns) for one saliency setting."""
     view_cfg = cached.viewing_config(card, cfg)
     dkey = cached.data_key(view_cfg)
-    _, split = cached.split(dkey, view_cfg)
-    ckpt_id = cached.checkpoint_id(card)
-    pair = cached.model_pair(ckpt_id)
-    chosen = [i for i in range(len(split)) if len(split.boxes[i])]
-    size = split.images.shape[-1]
-    trained, random, masks = [], [], []
-    for n, i in enumerate(chosen):
-        image = split.images[i].copy()
-        t, r = cached.image_maps(ckpt_id, f"{dkey}:{i}", sal.key(), pair, image, sal)
-        trained.append(t)
-        random.append(r)
-        masks.append(cached.boxes_mask(split.boxes[i], size))
-        if progress is not None:
-            progress(n + 1, len(chosen))
-    empty = np.zeros((0, size, size), np.float32)
-    return SplitMaps(
-        card,
-        sal.layer,
-        np.stack(trained) if trained else empty,
-        np.stack(random) if random else empty,
-        np.stack(masks) if masks else empty.astype(bool),
-        [split.records[i].relpath for i in chosen],
-    )
+    maps = _split_maps(cached.checkpoint_id(card), dkey, sal.key(), view_cfg, sal, progress)
+    return LayerRun(card, sal, dkey, view_cfg, maps)
 
 
 def threshold_for(mode: str, value: float | None, model: str, layer: str) -> Threshold:
     """The threshold of a table cell: the study's λ per model and layer, or one given threshold."""
-    from rotviz.metrics import BoxArea, Percentile
-
     if mode == "study":
         return Absolute(study_lambda(layer, model))
     if mode == "absolute":
@@ -81,69 +95,71 @@ def threshold_for(mode: str, value: float | None, model: str, layer: str) -> Thr
     return BoxArea()
 
 
-def goodness_table(results: list[SplitMaps], mode: str, value: float | None) -> pd.DataFrame:
-    """Mean Q (%) over the test images with boxes, trained and random, per layer and checkpoint."""
+def scored(res: LayerRun, threshold: Threshold) -> GoodnessRun:
+    """The core's goodness run (per-image rows and summary) of cached maps at one threshold."""
+    pair = cached.model_pair(cached.checkpoint_id(res.card))
+    _, split = cached.split(res.dkey, res.cfg)
+    return goodness_run(pair.checkpoint, split, res.sal, threshold, maps=res.maps)
+
+
+def published_cell(res: LayerRun, threshold: Threshold) -> tuple[float | None, str]:
+    """(published mean Q (%) when comparable, else None; why it is or is not comparable)."""
+    recipe = res.card.recipe
+    if not recipe.is_study():
+        return None, "not the study's recipe: " + "; ".join(recipe.deviations())
+    why = goodness_protocol_mismatch(
+        recipe.dataset,
+        recipe.model,
+        res.layer,
+        res.sal.method,
+        res.sal.aggregate,
+        res.sal.neurons,
+        threshold,
+    )
+    if why:
+        return None, f"not comparable: {why}"
+    return PUBLISHED_GOODNESS[res.layer][recipe.model], "same protocol as the study"
+
+
+def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> pd.DataFrame:
+    """Mean Q (%) over the test images with boxes, trained and random, per layer and checkpoint.
+
+    Numeric columns are fractions as ``rotviz study`` writes them (trained, trained_low, ...);
+    display columns carry "mean [95% CI]" in %. Each row shows its network's recipe.
+    """
     rows = []
     for res in results:
-        model = res.card["model"]
-        threshold = threshold_for(mode, value, model, res.layer)
-        per_t = goodness_scores(res.trained, res.masks, threshold)
-        per_r = goodness_scores(res.random, res.masks, threshold)
-        q_t, q_r = mean_goodness(per_t), mean_goodness(per_r)
-        published = (
-            PUBLISHED_GOODNESS.get(res.layer, {}).get(model)
-            if res.card["dataset"] == "coco"
-            else None
-        )
-        published_lambda = STUDY_THRESHOLDS.get(res.layer, {}).get(model)
-        cmp = compare_paired([g.q for g in per_t], [g.q for g in per_r])  # NaN: no box
+        threshold = threshold_for(mode, value, res.card.model, res.layer)
+        cmp, _ = goodness_comparison([scored(res, threshold)])
+        published, why = published_cell(res, threshold)
         rows.append(
             {
                 "layer": res.layer,
-                "model": model,
-                "dataset": res.card["dataset"],
+                **res.card.recipe.columns(),
                 "threshold": threshold.describe(),
-                "mean Q, trained (%)": None if q_t.mean is None else round(100 * q_t.mean, 1),
-                "mean Q, random twin (%)": None if q_r.mean is None else round(100 * q_r.mean, 1),
-                "images with boxes": q_t.n_used,
                 "Q trained, mean [95% CI] (%)": cmp.trained.format(),
                 "Q random twin, mean [95% CI] (%)": cmp.random.format(),
                 "difference (%)": cmp.difference.format(),
                 "p (Wilcoxon)": format_p(cmp.p_value),
+                "images with boxes": cmp.trained.n,
                 "published mean Q, trained (%)": published,
-                "published threshold": f"abs:{published_lambda:g}"
-                if published is not None
-                else None,
-                "checkpoint": res.card["name"],
+                "published: comparable?": why,
+                "checkpoint": res.card.name,
+                **cmp.numbers(),
             }
         )
     return pd.DataFrame(rows)
 
 
-def per_image_table(res: SplitMaps, threshold: Threshold) -> pd.DataFrame:
-    """Q per test image (trained, random) at one threshold."""
-    q_t = goodness_scores(res.trained, res.masks, threshold)
-    q_r = goodness_scores(res.random, res.masks, threshold)
-    return pd.DataFrame(
-        {
-            "image": res.relpaths,
-            "Q trained": [g.q for g in q_t],
-            "Q random": [g.q for g in q_r],
-            "fraction on, trained": [g.fraction_on for g in q_t],
-            "fraction on, random": [g.fraction_on for g in q_r],
-            "box fraction": [g.box_fraction for g in q_t],
-        }
-    )
+def per_image_table(res: LayerRun, threshold: Threshold) -> pd.DataFrame:
+    """Q per test image (trained, random) at one threshold: the core's score rows."""
+    return scored(res, threshold).rows
 
 
-def sweeps(res: SplitMaps) -> tuple[pd.DataFrame, pd.DataFrame]:
+def sweep_frames(res: LayerRun) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Dataset-level mean Q vs threshold (absolute and percentile), trained and random."""
-    lams = np.logspace(-7, 0, 36)
-    return threshold_sweep(res.trained, res.masks, lams), threshold_sweep(
-        res.random, res.masks, lams
+    df = sweeps(scored(res, Absolute(0.0)))
+    return (
+        df[df.network == "trained"].drop(columns="network"),
+        df[df.network == "random"].drop(columns="network"),
     )
-
-
-def card_data_config(card: dict[str, Any]) -> DataConfig:
-    """The DataConfig a checkpoint was trained with."""
-    return data_config_from_card(card)

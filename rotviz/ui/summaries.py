@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from rotviz.checkpoint import Card
 from rotviz.config import DataConfig
 from rotviz.datasets import load_dataset
 from rotviz.errors import RotvizError
 from rotviz.models import STUDY_MODELS
-from rotviz.study import PUBLISHED_ACCURACY
+from rotviz.published import PUBLISHED_ACCURACY, published_accuracy
 from rotviz.ui import common
 from rotviz.ui.cached import data_key
 
@@ -59,54 +59,76 @@ def dataset_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _accuracy(card: dict[str, Any], which: str) -> float | None:
-    value = card.get("metrics", {}).get("test", {}).get(which, {}).get("accuracy")
-    return round(100 * value, 1) if isinstance(value, (int, float)) else None
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
-def checkpoint_table(cards: list[dict[str, Any]]) -> pd.DataFrame:
-    """Store cards as a table: dataset, model, epochs, rotation accuracy (trained, random), trained when."""
+def checkpoint_table(cards: list[Card]) -> pd.DataFrame:
+    """Store cards as a table: recipe, rotation accuracy (trained, random), trained when, name."""
     rows = [
         {
-            "dataset": c.get("dataset"),
-            "model": c.get("model"),
-            "epochs": c.get("epochs_done"),
-            "rotations (°)": ",".join(str(90 * k) for k in c["train_config"].get("rotations", [])),
-            "rotation accuracy, trained (%)": _accuracy(c, "trained"),
-            "rotation accuracy, random twin (%)": _accuracy(c, "random"),
-            "test images": c.get("n_test_images"),
-            "trained when": str(c.get("saved", ""))[:19].replace("T", " "),
-            "name": c.get("name"),
+            **c.recipe.columns(),
+            "epochs": c.epochs_done,
+            "rotation accuracy, trained (%)": _percent(c.test_accuracy("trained")),
+            "rotation accuracy, random twin (%)": _percent(c.test_accuracy("random")),
+            "test images": c.n_test_images,
+            "study recipe": "yes" if c.recipe.is_study() else "no",
+            "trained when": c.saved[:19].replace("T", " "),
+            "name": c.name,
         }
         for c in cards
     ]
     return pd.DataFrame(rows)
 
 
-def accuracy_table(cards: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rotation accuracy (%) per dataset x model from the store (newest card of each pair),
-    trained and random, beside the study's published numbers where it has them."""
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
+def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(study rows, other networks): test rotation accuracy (%) recorded in the cards.
+
+    The first table has one row per dataset x model: the newest network of the study's
+    recipe (all four rotations, real labels, all images) beside the study's published number.
+    Every other network (shuffled labels, rotation subsets, --max-images runs, older seeds)
+    is in the second table with what sets it apart, never beside the published figures.
+    """
+    newest: dict[tuple[str, str], Card] = {}
     for c in cards:  # cards come newest first
-        newest.setdefault((c["dataset"], c["model"]), c)
+        if c.recipe.is_study():
+            newest.setdefault((c.dataset, c.model), c)
+    shown = {id(c) for c in newest.values()}
     datasets = sorted({d for d, _ in newest} | set(PUBLISHED_ACCURACY))
     models = list(STUDY_MODELS) + sorted({m for _, m in newest} - set(STUDY_MODELS))
     rows = []
     for ds in datasets:
         for model in models:
             card = newest.get((ds, model))
-            published = PUBLISHED_ACCURACY.get(ds, {}).get(model)
+            published = published_accuracy(ds, model)
             if card is None and published is None:
                 continue
             rows.append(
                 {
                     "dataset": ds,
                     "model": model,
-                    "ours, trained (%)": _accuracy(card, "trained") if card else None,
-                    "ours, random twin (%)": _accuracy(card, "random") if card else None,
+                    "ours, trained (%)": _percent(card.test_accuracy("trained")) if card else None,
+                    "ours, random twin (%)": _percent(card.test_accuracy("random"))
+                    if card
+                    else None,
                     "published, trained (%)": published,
-                    "epochs": card.get("epochs_done") if card else None,
-                    "test images": card.get("n_test_images") if card else None,
+                    "epochs": card.epochs_done if card else None,
+                    "seed": card.recipe.seed if card else None,
+                    "test images": card.n_test_images if card else None,
+                    "checkpoint": card.name if card else None,
                 }
             )
-    return pd.DataFrame(rows)
+    others = [
+        {
+            **c.recipe.columns(),
+            "accuracy, trained (%)": _percent(c.test_accuracy("trained")),
+            "accuracy, random twin (%)": _percent(c.test_accuracy("random")),
+            "chance (%)": 100 / len(c.recipe.rotations),
+            "why not beside the study": "; ".join(c.recipe.deviations())
+            or "an older network of the same recipe",
+            "checkpoint": c.name,
+        }
+        for c in cards
+        if id(c) not in shown
+    ]
+    return pd.DataFrame(rows), pd.DataFrame(others)

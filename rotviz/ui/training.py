@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from rotviz.checkpoint import Card
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.models import STUDY_MODELS
@@ -172,13 +173,13 @@ def live_job(key: str) -> None:
     st.caption("Training runs in the background: you may switch pages and come back.")
 
 
-def result_panel(card: dict[str, Any]) -> None:
+def result_panel(card: Card) -> None:
     """Trained vs random rotation accuracy, per rotation, confusion matrices, training curve."""
-    test = card.get("metrics", {}).get("test")
-    if not test:
+    trained, random = card.test_eval("trained"), card.test_eval("random")
+    if not trained or not random:
         st.warning("This checkpoint's card has no test metrics.")
         return
-    trained, random = test["trained"], test["random"]
+    st.caption(f"Recipe: {card.recipe.describe()}")
     chance = 1 / len(trained["rotations_degrees"])
     c1, c2, c3 = st.columns(3)
     c1.metric(
@@ -207,10 +208,10 @@ def result_panel(card: dict[str, Any]) -> None:
     right.plotly_chart(
         charts.confusion_chart(conf_r, "Confusion matrix, random twin"), key="conf-r"
     )
-    history = card.get("history", [])
+    history = [vars(h) for h in card.history]
     if history:
         st.plotly_chart(charts.training_chart([], history), key="history")
-    stem = f"train-{card['name']}"
+    stem = f"train-{card.name}"
     tables = {"per_rotation": per_rotation, "confusion_trained": conf_t, "confusion_random": conf_r}
     if history:
         tables["history"] = pd.DataFrame(history)

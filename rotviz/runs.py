@@ -1,0 +1,190 @@
+"""Runs of the downstream probe and the saliency sanity checks over seeds, neuron sets and the
+datasets x models of a study file; the CLI commands and ``rotviz study`` both call these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rotviz.checkpoint import Checkpoint
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.goodness import split_box_masks
+from rotviz.metrics import parse_threshold
+from rotviz.pipeline import load_split, train_or_load
+from rotviz.probe import (
+    FRACTIONS,
+    FinetuneConfig,
+    TaskData,
+    probe_numbers,
+    probe_run,
+    probe_table,
+    task_data,
+)
+from rotviz.runtime import RuntimeLike, as_runtime
+from rotviz.saliency import SaliencyConfig
+from rotviz.sanity import SanityReport, sanity_report, shuffled_config
+from rotviz.store import CheckpointStore
+from rotviz.study import Study
+
+Log = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def run_probe(
+    data: DataConfig,
+    train_cfg: TrainConfig,
+    store: CheckpointStore,
+    runtime: RuntimeLike = "auto",
+    task: str = "auto",
+    seeds: list[int] | None = None,
+    fractions: list[float] | None = None,
+    unfreeze_last: int | None = None,
+    min_images: int = 10,
+    finetune: FinetuneConfig | None = None,
+    log: Log = quiet,
+) -> tuple[pd.DataFrame, pd.DataFrame, TaskData]:
+    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the store lacks)."""
+    runtime = as_runtime(runtime)
+    td = task_data(data, task, min_images)
+    log(
+        f"probe task {td.task} on {data.dataset}: {len(td.classes)} classes, "
+        f"{len(td.y_train)} training and {len(td.y_test)} test images"
+        + (f" ({'; '.join(td.notes)})" if td.notes else "")
+    )
+    frames = []
+    for seed in seeds or [train_cfg.seed]:
+        cfg = dataclasses.replace(train_cfg, seed=seed)
+        ckpt = train_or_load(data, cfg, store, runtime, log=log).checkpoint
+        frames.append(
+            probe_run(
+                ckpt,
+                td,
+                runtime,
+                fractions or FRACTIONS,
+                unfreeze_last,
+                finetune or FinetuneConfig(),
+                log=log,
+            )
+        )
+    per_image = pd.concat(frames, ignore_index=True)
+    return per_image, probe_numbers(per_image), td
+
+
+@dataclasses.dataclass
+class SanityRun:
+    """The checkpoint checked, one report per neuron set, and the test images' ids."""
+
+    checkpoint: Checkpoint
+    reports: dict[str, SanityReport]
+    ids: list[str]
+
+
+def run_sanity(
+    data: DataConfig,
+    train_cfg: TrainConfig,
+    store: CheckpointStore,
+    runtime: RuntimeLike,
+    sal_kwargs: dict[str, Any],
+    neuron_sets: list[str],
+    threshold: str | None = None,
+    n_images: int = 16,
+    data_randomisation: bool = True,
+    log: Log = quiet,
+) -> SanityRun:
+    """Sanity reports per neuron set on the first n_images test images (trains what the store lacks)."""
+    runtime = as_runtime(runtime)
+    ckpt = train_or_load(data, train_cfg, store, runtime, log=log).checkpoint
+    shuffled = None
+    if data_randomisation:
+        log("data randomisation: the same recipe on shuffled rotation labels")
+        shuffled = train_or_load(
+            data, shuffled_config(train_cfg), store, runtime, log=log
+        ).checkpoint
+    _, test = load_split(data, "test")
+    n = min(n_images, len(test))
+    images = np.asarray(test.images[:n])
+    masks = split_box_masks(test)[:n]
+    thr = parse_threshold(threshold) if threshold else None
+    ids = [r.relpath for r in test.records[:n]]
+    reports = {}
+    for neurons in neuron_sets:
+        sal = SaliencyConfig(neurons=neurons, rotations=ckpt.rotations, **sal_kwargs)
+        log(f"sanity checks: {n} test images, {sal.layer} layer, neurons {neurons}, {sal.method}")
+        reports[neurons] = sanity_report(
+            ckpt, images, sal, runtime, shuffled, masks if masks.any() else None, thr, ids
+        )
+    return SanityRun(ckpt, reports, ids)
+
+
+def probe_and_sanity_tables(
+    study: Study,
+    store: CheckpointStore,
+    runtime: RuntimeLike = "auto",
+    log: Log = quiet,
+) -> dict[str, pd.DataFrame]:
+    """Tables of a study's [probe] and [sanity] sections: "probe <dataset> <model>", "sanity ..." and
+    "cascading ..." frames (display strings with intervals; numeric ones end in " numbers")."""
+    runtime = as_runtime(runtime)
+    tables: dict[str, pd.DataFrame] = {}
+    spec = study.sections.get("probe")
+    if spec:
+        datasets = spec.get("datasets", list(study.datasets))
+        models = spec.get("models", list(study.models))
+        fractions = [float(f) for f in spec.get("fractions", [0.01, 0.1, 1.0])]
+        ft = FinetuneConfig(
+            epochs=int(spec.get("finetune_epochs", 10)), lr=float(spec.get("finetune_lr", 1e-3))
+        )
+        for ds in datasets:
+            for model in models:
+                cfg = study.train_config(model)
+                _, numbers, _ = run_probe(
+                    study.data_config(ds),
+                    cfg,
+                    store,
+                    runtime,
+                    spec.get("tasks", {}).get(ds, "auto"),
+                    [int(s) for s in spec.get("seeds", [cfg.seed])],
+                    fractions,
+                    spec.get("unfreeze_last"),
+                    int(spec.get("min_images", 10)),
+                    ft,
+                    log,
+                )
+                tables[f"probe {ds} {model}"] = probe_table(numbers)
+                tables[f"probe {ds} {model} numbers"] = numbers
+    spec = study.sections.get("sanity")
+    if spec:
+        datasets = spec.get("datasets", [next(iter(study.datasets))])
+        models = spec.get("models", list(study.models))
+        sal = {
+            "layer": spec.get("layer", "rotation"),
+            "method": spec.get("method", "saliency"),
+            "aggregate": spec.get("aggregate", "none"),
+        }
+        for ds in datasets:
+            for model in models:
+                got = run_sanity(
+                    study.data_config(ds),
+                    study.train_config(model),
+                    store,
+                    runtime,
+                    sal,
+                    list(spec.get("neurons", ["all"])),
+                    spec.get("threshold", "pct:95"),
+                    int(spec.get("images", 16)),
+                    bool(spec.get("data_randomisation", True)),
+                    log,
+                )
+                for neurons, rep in got.reports.items():
+                    tables[f"sanity {ds} {model} {neurons}"] = rep.table
+                    tables[f"sanity {ds} {model} {neurons} numbers"] = rep.numbers
+                    tables[f"cascading {ds} {model} {neurons}"] = rep.cascade_table
+    return tables
