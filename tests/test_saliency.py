@@ -199,15 +199,17 @@ def trained_mobilenet(real_images) -> RotationNet:
 # ------------------------------------------------------------------ fast path == Captum
 
 
-SIX_CASES = [
-    ("rotation", AllNeurons()),
-    ("rotation", Predicted()),
-    ("rotation", TrueRotation([1, 3])),
-    ("rotation", Indices([2])),
-    ("rotation", TopK(2)),
-    ("embedding", AllNeurons()),
-    ("embedding", Indices([0, 17, 42, 63])),
-    ("embedding", TopK(5)),
+# (layer, neurons given to rotviz, the same neurons as Captum's oracle selects them)
+NEURON_CASES = [
+    ("rotation", AllNeurons(), AllNeurons()),
+    ("rotation", Predicted(), Predicted()),
+    ("rotation", TrueRotation([1, 3]), TrueRotation([1, 3])),
+    ("rotation", TrueRotation(), Indices([0])),  # upright images: label 0 of rotations 0..3
+    ("rotation", Indices([2]), Indices([2])),
+    ("rotation", TopK(2), TopK(2)),
+    ("embedding", AllNeurons(), AllNeurons()),
+    ("embedding", Indices([0, 17, 42, 63]), Indices([0, 17, 42, 63])),
+    ("embedding", TopK(5), TopK(5)),
 ]
 
 
@@ -218,20 +220,24 @@ def oracle_maps() -> dict:
 
 
 def cached_oracle(cache: dict, net: str, model, x, layer, neurons, method="saliency", **kw):
-    key = (net, tuple(x.shape), layer, repr(neurons), method)
+    """captum_oracle, computed once per module for the same arguments."""
+    key = (net, tuple(x.shape), layer, repr(neurons), method, tuple(sorted(kw.items())))
     if key not in cache:
         cache[key] = captum_oracle(model, x, layer, neurons, method, **kw)
     return cache[key]
 
 
 @pytest.mark.parametrize("path", ["replicate", "vmap", "loop"])
-@pytest.mark.parametrize(("layer", "neurons"), SIX_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("layer", "neurons", "oracle_neurons"), NEURON_CASES, ids=str)
 @pytest.mark.parametrize("net", ["six", "trained_six"])
-def test_fast_path_equals_captum_six_layer(net, x32, layer, neurons, path, oracle_maps, request):
+def test_fast_path_equals_captum_six_layer(
+    net, x32, layer, neurons, oracle_neurons, path, oracle_maps, request
+):
     model = request.getfixturevalue(net)
     ours = saliency_maps(model, x32, layer, neurons, chunk_size=7, path=path)
     assert ours.dtype == torch.float64
-    assert_maps_equal(ours, cached_oracle(oracle_maps, net, model, x32, layer, neurons))
+    ref = cached_oracle(oracle_maps, net, model, x32, layer, oracle_neurons)
+    assert_maps_equal(ours, ref)
 
 
 def test_fast_path_chunking_and_image_batches_do_not_change_maps(six, x32):
@@ -295,26 +301,14 @@ def test_trained_fixtures_moved_away_from_their_initialisation(trained_six, trai
         assert (trained_six(x).argmax(1) == y).all()  # it learnt the task on its photos
 
 
-# (layer, neurons given to rotviz, the same neurons as Captum's oracle selects them)
-TRAINED_CASES = [
-    ("rotation", AllNeurons(), AllNeurons()),
-    ("rotation", Predicted(), Predicted()),
-    ("rotation", TrueRotation([1, 3]), TrueRotation([1, 3])),
-    ("rotation", TrueRotation(), Indices([0])),  # upright images: label 0 of rotations 0..3
-    ("rotation", Indices([2]), Indices([2])),
-    ("rotation", TopK(2), TopK(2)),
-    ("embedding", AllNeurons(), AllNeurons()),
-    ("embedding", Indices([0, 17, 42, 63]), Indices([0, 17, 42, 63])),
-    ("embedding", TopK(5), TopK(5)),
-]
 METHOD_KW = dict(n_steps=8, nt_samples=4, stdevs=0.15, seed=3)
 
 
 def method_cases() -> list:
-    """Every method x TRAINED_CASES; all 64 embedding neurons (64 Captum calls) is slow."""
+    """Every method x NEURON_CASES; all 64 embedding neurons (64 Captum calls) is slow."""
     cases = []
     for method in METHODS:
-        for layer, neurons, oracle_neurons in TRAINED_CASES:
+        for layer, neurons, oracle_neurons in NEURON_CASES:
             slow = layer == "embedding" and isinstance(neurons, AllNeurons)
             marks = [pytest.mark.slow] if slow else []
             cases.append(pytest.param(method, layer, neurons, oracle_neurons, marks=marks))
@@ -329,6 +323,22 @@ def test_every_method_equals_captum_on_a_trained_six_layer(
     ref = captum_oracle(trained_six, x32, layer, oracle_neurons, method, **METHOD_KW)
     # Grad-CAM of a logit the network votes against can be all zero after its relu.
     assert_maps_equal(ours, ref, allow_zero=method == "gradcam")
+
+
+def test_a_trained_network_left_in_train_mode_is_explained_in_eval_mode(trained_six, x32):
+    in_train_mode = Saliency(copy.deepcopy(trained_six).train()).attribute(x32, target=1, abs=True)
+    ref = {
+        m: captum_oracle(trained_six, x32, "rotation", Indices([1]), m, **METHOD_KW)
+        for m in METHODS
+    }
+    assert not torch.allclose(in_train_mode.amax(1), ref["saliency"], rtol=1e-2, atol=0)
+    trained_six.train()  # BatchNorm would use the batch's statistics
+    try:
+        for method in METHODS:
+            ours = attribute(trained_six, x32, "rotation", Indices([1]), method, **METHOD_KW)
+            assert_maps_equal(ours, ref[method])
+    finally:
+        trained_six.eval()
 
 
 def test_smoothgrad_oracle_depends_on_the_noise(trained_six, x32):
@@ -377,6 +387,10 @@ def test_gradcam_layer_outputs_the_last_feature_map(arch, request):
 
 def test_true_neurons_of_a_model_trained_on_180_then_0_explain_the_right_logit(trained_half, x32):
     # Label 0 means 180 degrees, label 1 means 0 degrees: upright images are logit 1.
+    flipped = torch.rot90(x32, 2, dims=(-2, -1))
+    with torch.no_grad():
+        assert trained_half(x32).argmax(1).tolist() == [1, 1]
+        assert trained_half(flipped).argmax(1).tolist() == [0, 0]
     upright = captum_oracle(trained_half, x32, "rotation", Indices([1]))
     wrong = captum_oracle(trained_half, x32, "rotation", Indices([0]))
     assert not torch.allclose(upright, wrong, rtol=1e-2, atol=0)  # the test can tell them apart
@@ -385,7 +399,6 @@ def test_true_neurons_of_a_model_trained_on_180_then_0_explain_the_right_logit(t
     )
     assert_maps_equal(ours, upright)
     # The copy rotated by 180 degrees is logit 0; its map is turned back to the upright frame.
-    flipped = torch.rot90(x32, 2, dims=(-2, -1))
     half_turn = torch.rot90(
         captum_oracle(trained_half, flipped, "rotation", Indices([0])), -2, dims=(-2, -1)
     )
