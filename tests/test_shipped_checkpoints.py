@@ -43,7 +43,14 @@ def test_card_matches_weights_and_loads(card):
     assert ckpt.card["epochs_done"] == ckpt.train_config.epochs
     test = ckpt.card["metrics"]["test"]
     assert test["trained"]["accuracy"] > test["random"]["accuracy"]
-    assert "rotviz train" in ckpt.card["command"] or "rotviz" in ckpt.card["command"]
+    cmd = ckpt.card["command"].split()
+    assert cmd[:4] == ["python", "-m", "rotviz", "train"], ckpt.card["command"]
+    for flag, value in (
+        ("--dataset", ckpt.card["dataset"]),
+        ("--model", ckpt.card["model"]),
+        ("--epochs", str(ckpt.train_config.epochs)),
+    ):
+        assert cmd[cmd.index(flag) + 1] == value, (flag, ckpt.card["command"])
 
 
 def check_accuracy(card, root=None):
