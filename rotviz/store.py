@@ -4,8 +4,12 @@ Files in the store folder (default ``checkpoints/``), for a checkpoint named N:
 ``N.safetensors`` + ``N.json`` (finished), ``N.partial.safetensors`` + ``N.partial.json``
 (the last finished epoch of a run in progress, with optimiser state, for resume), and
 ``N.lock`` while a process trains it. Every write goes to a temporary file renamed into
-place, weights before the card; the card carries the weights' SHA-256, so a torn or
-corrupt pair is detected on load. Nothing is ever unpickled.
+place, weights before the card, while holding ``N.pair.lock``; the card carries the weights'
+SHA-256 and its own (``card_sha256``, over its canonical JSON without that field; older
+cards lack it). Readers take no lock: a pair that does not match may be a write in progress
+(new weights beside the old card, or weights whose card is not renamed in yet), so it is
+read again under ``N.pair.lock`` and set aside as corrupt only if it still does not match.
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from rotviz.models import RotationNet, build_model
 
 DEFAULT_STORE = Path(os.environ.get("ROTVIZ_STORE", "checkpoints"))
 OPT_PREFIX = "optimizer."
+PAIR_LOCK_TIMEOUT_S = 300.0
 
 
 def checkpoint_key(data: DataConfig, train: TrainConfig, fingerprint: str) -> str:
@@ -76,6 +81,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """SHA-256 of the card's canonical JSON (sorted keys, compact), without ``card_sha256`` itself."""
+    body = {k: v for k, v in card.items() if k != "card_sha256"}
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def check_card(card: Any) -> None:
+    """Raise ValueError unless card is a JSON object whose ``card_sha256`` (when present) matches it."""
+    if not isinstance(card, dict):
+        raise ValueError("the card is not a JSON object")
+    if "card_sha256" in card and card["card_sha256"] != card_digest(card):
+        raise ValueError("the card was edited or damaged (it does not match its card_sha256)")
+
+
+class _Mismatch(Exception):
+    """A weights/card pair that cannot be read as one checkpoint (yet, or at all)."""
 
 
 def command_line() -> str:
@@ -136,6 +161,23 @@ class CheckpointStore:
         return self.root / f"{stem}.safetensors", self.root / f"{stem}.json"
 
     @contextlib.contextmanager
+    def pair_lock(self, name: str) -> Iterator[None]:
+        """Held briefly by a writer while it replaces a pair, and by a reader before it sets one aside."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / f"{name}.pair.lock"), timeout=PAIR_LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout as err:
+            raise RotvizError(
+                f"checkpoint {name}: a writer has held {lock.lock_file} for over "
+                f"{PAIR_LOCK_TIMEOUT_S:.0f} s; is a process stuck?"
+            ) from err
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Held while one process trains a checkpoint; another asking for it waits, then reuses."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -159,36 +201,58 @@ class CheckpointStore:
         optimizer_state: dict | None = None,
         half: bool = False,
     ) -> Path:
-        """Save weights (optionally float16) then the card, each atomically."""
+        """Save weights (optionally float16) then the card, each atomically, holding the pair lock."""
         self.root.mkdir(parents=True, exist_ok=True)
         weights_path, card_path = self.paths(name, partial)
         tensors = {}
         for k, v in model.state_dict().items():
             v = v.detach().cpu().contiguous()
             tensors[k] = v.half() if half and v.is_floating_point() else v
-        card = dict(card, weights_dtype="float16" if half else "float32")
+        card = {k: v for k, v in card.items() if k != "card_sha256"}
+        card["weights_dtype"] = "float16" if half else "float32"
         if optimizer_state is not None:
             opt_tensors, card["optimizer"] = optimizer_to_tensors(optimizer_state)
             tensors.update(opt_tensors)
         blob = save_safetensors(tensors)
         card["weights_sha256"] = hashlib.sha256(blob).hexdigest()
         card["saved"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        atomic_write_bytes(weights_path, blob)
-        atomic_write_bytes(card_path, json.dumps(card, indent=2, default=str).encode())
-        if not partial:
-            for p in self.paths(name, partial=True):
-                p.unlink(missing_ok=True)
+        card = json.loads(json.dumps(card, default=str))  # exactly what the file will hold
+        card["card_sha256"] = card_digest(card)
+        with self.pair_lock(name):
+            atomic_write_bytes(weights_path, blob)
+            atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
+            if not partial:  # card first: weights alone read as "being written", never as done
+                for p in reversed(self.paths(name, partial=True)):
+                    p.unlink(missing_ok=True)
         return weights_path
 
     def read(
         self, name: str, partial: bool = False
     ) -> tuple[RotationNet, dict, dict | None] | None:
         """(model, card, optimizer_state) or None if absent; a corrupt pair is reported and set aside."""
+        try:
+            return self._read_pair(name, partial)
+        except _Mismatch:
+            pass  # maybe a write in progress: decide only while no writer holds the pair
+        with self.pair_lock(name):
+            try:
+                return self._read_pair(name, partial)
+            except _Mismatch as err:
+                self.set_aside(name, partial, str(err))
+                return None
+
+    def _read_pair(self, name: str, partial: bool) -> tuple[RotationNet, dict, dict | None] | None:
+        """One lock-free attempt: the pair, None if absent, or _Mismatch."""
         weights_path, card_path = self.paths(name, partial)
-        if not card_path.exists() and not weights_path.exists():
+        try:
+            card_text = card_path.read_text()
+        except FileNotFoundError:
+            if weights_path.exists():
+                raise _Mismatch("weights without a card (a write was interrupted)") from None
             return None
         try:
-            card = json.loads(card_path.read_text())
+            card = json.loads(card_text)
+            check_card(card)
             blob = weights_path.read_bytes()
             if hashlib.sha256(blob).hexdigest() != card.get("weights_sha256"):
                 raise ValueError("the weights do not match the SHA-256 in the card")
@@ -203,20 +267,19 @@ class CheckpointStore:
             model = build_model(cfg.model, cfg.rotations, cfg.seed)
             model.load_state_dict(weights)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
-            self.set_aside(name, partial, str(err))
-            return None
+            raise _Mismatch(str(err)) from err
         optimizer_state = (
             optimizer_from_tensors(opt_tensors, card["optimizer"]) if "optimizer" in card else None
         )
         return model.eval(), card, optimizer_state
 
     def set_aside(self, name: str, partial: bool, reason: str) -> None:
-        """Rename a corrupt pair to *.corrupt so it is retrained, and say so."""
+        """Rename a corrupt pair to *.corrupt so it is retrained, and say so (call with the pair lock held)."""
         warnings.warn(
             f"checkpoint {name}{' (partial)' if partial else ''} is corrupt ({reason}); it will be retrained",
             stacklevel=3,
         )
-        for p in self.paths(name, partial):
+        for p in reversed(self.paths(name, partial)):
             if p.exists():
                 os.replace(p, p.with_name(p.name + ".corrupt"))
 
@@ -248,14 +311,18 @@ class CheckpointStore:
         return model, TrainState(card["epochs_done"], opt, Card(card).history), card
 
     def cards(self) -> list[Card]:
-        """Cards of all finished checkpoints, newest first."""
+        """Cards of all finished checkpoints, newest first; an edited or damaged card is left out, with a warning."""
         out = []
         for p in sorted(self.root.glob("*.json")):
             if p.name.endswith(".partial.json"):
                 continue
             try:
                 card = json.loads(p.read_text())
-            except (OSError, ValueError):
+                check_card(card)
+            except OSError:
+                continue  # removed or set aside meanwhile
+            except ValueError as err:
+                warnings.warn(f"{p}: {err}; not listed", stacklevel=2)
                 continue
             if "key" in card and "train_config" in card:
                 out.append(Card(card, p))

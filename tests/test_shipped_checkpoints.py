@@ -40,9 +40,17 @@ def test_card_matches_weights_and_loads(card):
     ckpt = CheckpointStore(SHIPPED).load(card.name)
     assert ckpt is not None and not ckpt.model.training
     assert all(p.dtype == torch.float32 for p in ckpt.model.parameters())
-    assert ckpt.card.epochs_done == ckpt.train_config.epochs
-    assert ckpt.card.test_accuracy("trained") > ckpt.card.test_accuracy("random")
-    assert "rotviz train" in ckpt.card.command or "rotviz" in ckpt.card.command
+    card = ckpt.card
+    assert card.epochs_done == ckpt.train_config.epochs
+    assert card.test_accuracy("trained") > card.test_accuracy("random")
+    cmd = card.command.split()
+    assert cmd[:4] == ["python", "-m", "rotviz", "train"], card.command
+    for flag, value in (
+        ("--dataset", card.dataset),
+        ("--model", card.model),
+        ("--epochs", str(ckpt.train_config.epochs)),
+    ):
+        assert cmd[cmd.index(flag) + 1] == value, (flag, card.command)
 
 
 def check_accuracy(card, root=None):
