@@ -21,11 +21,14 @@ class RotationNet(nn.Module):
     study's "embedding layer"); head: Linear(D, m) whose logits are the "rotation layer".
     """
 
-    def __init__(self, name: str, backbone: nn.Module, num_features: int, rotations: Sequence[int]):
+    def __init__(
+        self, name: str, backbone: nn.Module, num_features: int, rotations: int | Sequence[int]
+    ):
         super().__init__()
         self.name = name
         # logit i means "rotated rotations[i] x 90 degrees": saliency and evaluation read the
         # order from here, so a network trained on e.g. (2, 0) is never explained as (0, 1)
+        rotations = range(rotations) if isinstance(rotations, int) else rotations
         self.rotations = tuple(int(k) for k in rotations)
         self.num_rotations = len(self.rotations)
         self.backbone = backbone
@@ -125,7 +128,6 @@ def build_model(name: str, rotations: int | Sequence[int] = 4, seed: int = 0) ->
     rotations: the rotation of each logit, in order (e.g. (2, 0): logit 0 means 180 degrees),
     or a count m for rotations 0..m-1.
     """
-    rotations = tuple(range(rotations)) if isinstance(rotations, int) else tuple(rotations)
     make = BACKBONES.get(name) or (lambda: timm_backbone(name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -426,14 +426,14 @@ def test_true_neurons_of_a_rotation_subset_model_by_every_method(trained_half, x
     assert_maps_equal(ours, ref)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="lead: rotations travel with the checkpoint"
-)
 def test_true_neurons_use_the_rotations_the_model_carries(x32):
-    model = build_model("six_layer", 2, seed=0).double()
-    model.rotations = (2, 0)  # trained on 180 then 0 degrees: upright is logit 1
+    model = build_model("six_layer", (2, 0), seed=0).double()  # upright is logit 1
+    assert model.rotations == (2, 0)
     ours = SaliencyConfig(neurons="true", aggregate="none").maps(model, x32)
     assert_maps_equal(ours, captum_oracle(model, x32, "rotation", Indices([1])))
+    model.rotations = (0, 2)  # the same weights read the other way: upright is logit 0
+    ours = SaliencyConfig(neurons="true", aggregate="none").maps(model, x32)
+    assert_maps_equal(ours, captum_oracle(model, x32, "rotation", Indices([0])))
 
 
 # ------------------------------------------------------------------ neuron sets
