@@ -115,6 +115,8 @@ def main() -> None:
     args = ap.parse_args()
     lfw = Path(args.lfw)
     cards = CheckpointStore(REPO / "checkpoints").cards()
+    if not lfw.exists():
+        print(f"no LFW excerpt at {lfw}: the LFW checkpoints are left out (give --lfw)")
     cards = [c for c in cards if c["dataset"] == "demo" or lfw.exists()]
     cards = [c for c in cards if args.only is None or args.only in c["name"]]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")

@@ -132,10 +132,10 @@ def precise_bn(
     """
     layers = batchnorm_layers(model)
     idx = sample_indices(len(images), n_images, seed)
-    if len(layers) == 0 or len(idx) == 0:
-        if len(layers) and not len(idx):
-            raise RotvizError("precise BatchNorm needs at least one training image")
-        return PreciseBNInfo(len(idx), 0, len(layers), batch_size, tuple(rotations), seed)
+    if len(idx) == 0:
+        raise RotvizError("precise BatchNorm needs at least one training image")
+    if not layers:
+        return PreciseBNInfo(len(idx), 0, 0, batch_size, tuple(rotations), seed)
     if any(bn.running_mean is None for bn in layers):
         raise RotvizError("precise BatchNorm needs BatchNorm layers that track running statistics")
     model.to(device)
