@@ -79,6 +79,7 @@ def first_page(ui, ckpt: Checkpoint, split: PreparedSplit, ckpt_id: str) -> floa
     """Seconds for what the Neurons page computes for its first page (trained, embedding)."""
     t0 = time.perf_counter()
     acts = ui.activations(ckpt_id, "embedding", "trained", ckpt, split)
+    print(f"  activations {acts.shape}: {time.perf_counter() - t0:.2f} s", flush=True)
     stats = ui.stats(ckpt_id, "bench", "embedding", "trained", neurons.TOP_K, acts)
     chosen = ui.page_neurons(neurons.sorted_neurons(stats, "neuron"), 1)
     views = ui.page_views(
