@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
-from rotviz import distributed, download, figures, probe_cli
+from rotviz import distributed, download, figures, neurons, probe_cli
 from rotviz.cli_options import (
     add_data_options,
     add_run_options,
@@ -242,6 +243,57 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_neurons(args: argparse.Namespace) -> int:
+    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
+    device = runtime.device
+    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log).checkpoint
+    _, test = load_split(data, "test")
+    files = [r.relpath for r in test.records]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    formats = args.figure_formats.split(",")
+    layers = neurons.LAYERS if args.layer == "both" else (args.layer,)
+    tables, n_sheets = [], 0
+    for layer in layers:
+        models = {net: neurons.network_model(ckpt, net) for net in neurons.NETWORKS}
+        acts = {
+            net: neurons.activations(
+                ckpt, test, layer, net, device, models[net], progress=progress_printer(net)
+            )
+            for net in neurons.NETWORKS
+        }
+        labels = neurons.neuron_labels(ckpt, layer, acts["trained"].shape[1])
+        for net in neurons.NETWORKS:
+            table = neurons.top_table(acts[net], files, labels, args.top)
+            tables.append(table.assign(network=net, layer=layer))
+        if args.neurons:
+            chosen = [int(i) for i in args.neurons.split(",") if i.strip()]
+        else:
+            stats = neurons.neuron_stats(acts["trained"], args.top)
+            chosen = neurons.sorted_neurons(stats, args.sort)[: args.limit]
+        log(f"{layer} layer: {len(labels)} neurons, contact sheets of {len(chosen)}")
+        for i in tqdm(chosen, desc=f"{layer} sheets", file=sys.stderr, leave=False):
+            views = [
+                neurons.neuron_view(ckpt, models[net], net, test, acts[net], layer, i, args.top)
+                for net in neurons.NETWORKS
+            ]
+            figures.save_figure(
+                neurons.contact_sheet(views), out / "sheets" / f"{layer}_{i:04d}", formats
+            )
+            n_sheets += 1
+    table = pd.concat(tables, ignore_index=True)
+    first = ["network", "layer"]
+    table[first + [c for c in table.columns if c not in first]].to_csv(
+        out / "neurons.csv", index=False
+    )
+    print(
+        f"top-{args.top} images of {table.groupby(['layer', 'network'])['neuron'].nunique().max()} "
+        f"neurons per layer, trained and random twin, of {len(test)} test images: "
+        f"wrote {out}/neurons.csv and {n_sheets} contact sheets in {out}/sheets"
+    )
+    return 0
+
+
 def fmt_pct(v: float | None) -> str:
     """0.287 -> "28.7%"; missing -> "n/a"."""
     text = percent(v)
@@ -418,6 +470,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write maps.npz: trained and random maps (N, S, S), box masks, file names",
     )
     p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser(
+        "neurons",
+        help="neuron browser: each neuron's top test images with its saliency, trained vs random",
+    )
+    add_data_options(p)
+    add_train_options(p)
+    g = p.add_argument_group("neurons")
+    g.add_argument(
+        "--layer",
+        choices=["embedding", "rotation", "both"],
+        default="embedding",
+        help="embedding features or rotation logits (default embedding)",
+    )
+    g.add_argument("--top", type=int, default=9, help="top images per neuron (default 9)")
+    g.add_argument(
+        "--sort",
+        choices=["neuron", "mean", "selectivity"],
+        default="neuron",
+        help="order of the contact sheets (by the trained network's neurons)",
+    )
+    g.add_argument("--limit", type=int, default=None, help="contact sheets of the first N neurons")
+    g.add_argument("--neurons", help="contact sheets of these neurons only, e.g. 3,17,42")
+    g.add_argument("--out", default="neurons", help="output folder (default neurons/)")
+    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    p.set_defaults(func=cmd_neurons)
 
     p = sub.add_parser("goodness-table", help="the study's two goodness tables from a study file")
     p.add_argument("--study", required=True, help="study TOML file, e.g. studies/shared.toml")

@@ -40,7 +40,7 @@ from rotviz.errors import RotvizError
 from rotviz.models import RotationNet
 from rotviz.preprocess import PreparedSplit, prepare_split
 from rotviz.records import Dataset, Record
-from rotviz.rotation import normalize
+from rotviz.rotation import normalize, rotate
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.stats import (
     Interval,
@@ -251,17 +251,22 @@ def network_key(checkpoint: Checkpoint, network: str) -> str:
 
 @torch.no_grad()
 def embed_images(
-    model: RotationNet, images: np.ndarray, device: torch.device, batch_size: int = 64
+    model: RotationNet,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int = 64,
+    rotation: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """embed() features (N, D) float32 of uint8 images (N, 3, S, S), eval mode."""
+    """embed() features (N, D) float32 of uint8 images (N, 3, S, S) turned ``rotation`` quarter
+    turns counter-clockwise first; eval mode; progress(done, total) after each batch."""
     model = model.to(device).eval()
-    out = [
-        model.embed(normalize(torch.from_numpy(np.array(images[s : s + batch_size])).to(device)))
-        .float()
-        .cpu()
-        .numpy()
-        for s in range(0, len(images), batch_size)
-    ]
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = rotate(torch.from_numpy(np.array(images[s : s + batch_size])).to(device), rotation)
+        out.append(model.embed(normalize(x)).float().cpu().numpy())
+        if progress is not None:
+            progress(min(s + batch_size, len(images)), len(images))
     return np.concatenate(out) if out else np.zeros((0, model.num_features), np.float32)
 
 
@@ -271,15 +276,19 @@ def split_features(
     net_key: str,
     device: torch.device,
     cache_dir: Path | None = None,
+    rotation: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Features (N, D) of every image of a preprocessed split, cached by (split key, network key)."""
+    """Features (N, D) of every image of a preprocessed split (turned ``rotation`` quarter turns),
+    cached by (split key, network key, rotation); progress(done, total) only while computing."""
     split_key = (
         split.cache_path.stem
         if split.cache_path is not None
         else stable_hash([r.relpath for r in split.records])
     )
     folder = Path(cache_dir) if cache_dir is not None else feature_cache_dir()
-    path = folder / f"{stable_hash('features', FEATURE_VERSION, split_key, net_key)}.npy"
+    turned = (int(rotation) % 4,) if rotation % 4 else ()  # upright keys stay as they were
+    path = folder / f"{stable_hash('features', FEATURE_VERSION, split_key, net_key, *turned)}.npy"
     if path.exists():
         try:
             feats = np.load(path, allow_pickle=False)
@@ -287,7 +296,7 @@ def split_features(
                 return feats
         except (OSError, ValueError):
             pass
-    feats = embed_images(model, split.images, device)
+    feats = embed_images(model, split.images, device, rotation=rotation, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:

@@ -47,6 +47,7 @@ PAGES = (
     ("app.py", "Home", ":material/home:"),
     ("pages/train.py", "Train", ":material/model_training:"),
     ("pages/saliency.py", "Saliency", ":material/local_fire_department:"),
+    ("pages/neurons.py", "Neurons", ":material/grid_view:"),
     ("pages/metrics.py", "Metrics", ":material/table_chart:"),
     ("pages/your_images.py", "Your images", ":material/image:"),
 )
