@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rotviz.checkpoint import Card
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.metrics import Percentile, box_mask, format_q, goodness
@@ -449,7 +450,7 @@ def test_bundle_zip_holds_figures_scores_settings_and_cards(card):
         return fig
 
     scores = pd.DataFrame({"network": ["trained", "random"], "Q": [0.3, 0.0]})
-    blob = bundle_zip({"panel": make}, {"scores": scores}, {"threshold": "pct:90"}, [card])
+    blob = bundle_zip({"panel": make}, {"scores": scores}, {"threshold": "pct:90"}, [Card(card)])
     zf = zipfile.ZipFile(io.BytesIO(blob))
     names = set(zf.namelist())
     assert {"figures/panel.png", "figures/panel.svg", "figures/panel.pdf"} <= names

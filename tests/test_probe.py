@@ -13,7 +13,7 @@ from conftest import shared_path
 from PIL import Image
 
 from rotviz import probe
-from rotviz.checkpoint import Checkpoint
+from rotviz.checkpoint import Card, Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.models import build_model
@@ -29,7 +29,7 @@ def fake_checkpoint(model, seed: int = 0) -> Checkpoint:
         "weights_sha256": str(sum(float(p.detach().sum()) for p in model.parameters())),
         "name": "t",
     }
-    return Checkpoint(model.eval(), card, Path("none"))
+    return Checkpoint(model.eval(), Card(card), Path("none"))
 
 
 @pytest.fixture(scope="module")

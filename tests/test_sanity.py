@@ -11,7 +11,7 @@ import scipy.stats
 import torch
 from scipy.ndimage import uniform_filter
 
-from rotviz.checkpoint import Checkpoint
+from rotviz.checkpoint import Card, Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.models import build_model, random_twin
@@ -48,7 +48,7 @@ def maps(real_images) -> np.ndarray:
 def fake_checkpoint(model, seed: int = 0, shuffle: bool = False) -> Checkpoint:
     cfg = TrainConfig(seed=seed, shuffle_labels=shuffle)
     card = {"train_config": dataclasses.asdict(cfg), "key": f"k{seed}{shuffle}", "name": "t"}
-    return Checkpoint(model.eval(), card, Path("none"))
+    return Checkpoint(model.eval(), Card(card), Path("none"))
 
 
 def ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
