@@ -18,12 +18,14 @@ from rotviz.evaluate import RotationEval, rotation_accuracy, rotation_logits
 from rotviz.models import build_model, random_twin
 from rotviz.preprocess import PreparedSplit, prepare_split
 from rotviz.records import Dataset
+from rotviz.runlog import RunLog, run_dir
 from rotviz.store import Checkpoint, CheckpointStore, checkpoint_key, checkpoint_name, new_card
 from rotviz.train import (
     RunConfig,
     StepProgress,
     TrainState,
     check_run,
+    check_world,
     resolve_device,
     train,
 )
@@ -173,11 +175,15 @@ def train_or_load(
             if 0 < tail < world:
                 log(f"the last {tail} image(s) of each epoch are fewer than the ranks: dropped")
 
+        steps = check_world(len(train_split), train_cfg.batch_size, world)
+        run_log = RunLog(run_dir(store.root, name), train_cfg, state, steps, log) if main else None
+
         def save_epoch(state: TrainState, optimizer: torch.optim.Optimizer) -> None:
             if not main:
                 return
             card.update(epochs_done=state.epochs_done, history=[vars(h) for h in state.history])
             store.write(name, model, card, partial=True, optimizer_state=optimizer.state_dict())
+            run_log.epoch(state.history[-1])
             last = state.history[-1]
             log(
                 f"epoch {last.epoch}/{train_cfg.epochs}: loss {last.loss:.4f}, accuracy {last.accuracy:.1%}"
@@ -189,10 +195,12 @@ def train_or_load(
             train_cfg,
             device,
             state,
-            on_step=on_step,
+            on_step=_both(on_step, run_log.step if run_log else None),
             on_epoch_end=save_epoch,
             run=run,
         )
+        if run_log:
+            run_log.close()
         test_split = _split(ds, data, "test", cache_dir)
         trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, device)
         if main:
@@ -217,6 +225,17 @@ def train_or_load(
                 f"rank {distributed.rank()} cannot read the checkpoint {name} in {store.root}"
             )
         return TrainOutcome(ckpt, False)
+
+
+def _both(*callbacks: Callable[[StepProgress], None] | None) -> Callable[[StepProgress], None]:
+    """One on_step callback calling each given one in turn."""
+    given = [c for c in callbacks if c is not None]
+
+    def on_step(p: StepProgress) -> None:
+        for callback in given:
+            callback(p)
+
+    return on_step
 
 
 def sharded_rotation_accuracy(

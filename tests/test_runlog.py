@@ -1,0 +1,117 @@
+"""Run logs: TensorBoard event files and a CSV beside the checkpoint, each epoch once across a resume."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.pipeline import train_or_load
+from rotviz.runlog import EVENTS_PREFIX, RunLog, read_rows, run_dir
+from rotviz.store import CheckpointStore
+from rotviz.train import EpochResult, StepProgress, TrainState
+
+EPOCHS = 3
+TRAIN = TrainConfig(epochs=EPOCHS, batch_size=4)
+
+
+@pytest.fixture()
+def small_data(tmp_path, real_images) -> DataConfig:
+    """16 real photos (and their mirror images) in a folder, trained at 32 x 32: a fast run."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, img in enumerate(real_images):
+        hwc = img.transpose(1, 2, 0)
+        Image.fromarray(hwc).save(root / f"p{i}.png")
+        Image.fromarray(hwc[:, ::-1].copy()).save(root / f"m{i}.png")
+    return DataConfig("folder", root=str(root), image_size=32)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_at(epoch: int, step: int):
+    def on_step(p: StepProgress) -> None:
+        if (p.epoch, p.step) == (epoch, step):
+            raise Interrupted
+
+    return on_step
+
+
+def scalar_events(folder) -> list[tuple[str, int, float]]:
+    """Every (tag, step, value) in the folder's event files, in file order (tensorboard's reader)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for path in sorted(folder.glob(EVENTS_PREFIX + "*")):
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                out.append((v.tag, event.step, v.tensor.float_val[0]))
+    return out
+
+
+def test_interrupted_and_resumed_run_logs_every_epoch_once(tmp_path, small_data):
+    store = CheckpointStore(tmp_path / "store")
+    with pytest.raises(Interrupted):  # dies in the middle of epoch 2, after epoch 1 was saved
+        train_or_load(
+            small_data, TRAIN, store, "cpu", on_step=interrupt_at(1, 2), log=lambda _: None
+        )
+    done = train_or_load(small_data, TRAIN, store, "cpu", log=lambda _: None).checkpoint
+    steps = -(-done.card["n_train_images"] // TRAIN.batch_size)
+    assert store.cards()[0]["name"] == done.card["name"]  # the runs folder does not disturb it
+    folder = run_dir(store.root, done.card["name"])
+    history = done.card["history"]
+
+    rows = read_rows(folder)
+    assert [int(r["epoch"]) for r in rows if r["kind"] == "epoch"] == [1, 2, 3]
+    assert [float(r["loss"]) for r in rows if r["kind"] == "epoch"] == pytest.approx(
+        [h["loss"] for h in history]
+    )
+    step_rows = [int(r["step"]) for r in rows if r["kind"] == "step"]
+    assert step_rows == list(range(1, EPOCHS * steps + 1))
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list(folder.glob(EVENTS_PREFIX + "*"))) == 2  # the first process and the resumed one
+    events = scalar_events(folder)
+    for tag in ("loss", "accuracy", "lr"):
+        logged = [(step, value) for t, step, value in events if t == f"epoch/{tag}"]
+        assert [s for s, _ in logged] == list(range(1, EPOCHS + 1)), tag
+        assert [v for _, v in logged] == pytest.approx([h[tag] for h in history]), tag
+    # steps: the interrupted epoch's are on disk twice; TensorBoard's purge shows them once
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("step/loss")] == list(range(1, EPOCHS * steps + 1))
+    assert [e.step for e in acc.Scalars("epoch/loss")] == [1, 2, 3]
+
+
+def test_epochs_saved_but_not_logged_are_written_from_the_history(tmp_path):
+    """A process killed between saving an epoch and logging it: the resumed log catches up once."""
+    cfg = TrainConfig(epochs=4)
+    history = [EpochResult(e, 1.0 / e, 0.25 * e, 1e-4) for e in (1, 2)]
+    folder = tmp_path / "run"
+    first = RunLog(folder, cfg, TrainState(1, None, history[:1]), 10, log=lambda _: None)
+    first.close()
+    resumed = RunLog(folder, cfg, TrainState(2, None, history), 10, log=lambda _: None)
+    resumed.epoch(history[1])  # logged already by the catch-up: not again
+    resumed.epoch(EpochResult(3, 0.3, 0.7, 1e-4))
+    resumed.close()
+    epochs = [int(r["epoch"]) for r in read_rows(folder) if r["kind"] == "epoch"]
+    assert epochs == [1, 2, 3]
+    if importlib.util.find_spec("tensorboard"):
+        counts = Counter(step for tag, step, _ in scalar_events(folder) if tag == "epoch/loss")
+        assert counts == {1: 1, 2: 1, 3: 1}
+
+
+def test_step_points_are_thinned(tmp_path):
+    log = RunLog(tmp_path / "run", TrainConfig(epochs=1), TrainState(), 1000, log=lambda _: None)
+    for step in range(1, 1001):
+        log.step(StepProgress(0, 1, step, 1000, 1.0, 0.5))
+    log.close()
+    steps = [int(r["step"]) for r in read_rows(tmp_path / "run")]
+    assert steps == list(range(50, 1001, 50))
