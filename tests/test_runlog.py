@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import io
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from rotviz.cli import step_progress_bar
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.pipeline import train_or_load
 from rotviz.runlog import EVENTS_PREFIX, RunLog, read_rows, run_dir
 from rotviz.store import CheckpointStore
 from rotviz.train import EpochResult, StepProgress, TrainState
 
+REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 TRAIN = TrainConfig(epochs=EPOCHS, batch_size=4)
 
@@ -115,3 +123,57 @@ def test_step_points_are_thinned(tmp_path):
     log.close()
     steps = [int(r["step"]) for r in read_rows(tmp_path / "run")]
     assert steps == list(range(50, 1001, 50))
+
+
+def test_training_into_a_pipe_prints_progress_lines(small_data, tmp_path):
+    """stderr is no terminal: steady progress lines (every step here), no tqdm bar."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "ROTVIZ_PROGRESS_EVERY_S": "0",
+        "ROTVIZ_CACHE": str(tmp_path / "cache"),
+    }
+    args = ["train", "--dataset", "folder", "--root", small_data.root, "--epochs", "1"]
+    args += [
+        "--max-images",
+        "6",
+        "--batch-size",
+        "2",
+        "--store",
+        str(tmp_path / "store"),
+        "--device",
+        "cpu",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "rotviz", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = re.findall(
+        r"\[rotviz\] epoch 1/1: step (\d+)/(\d+) \(about (\d+) images\), [\d.]+ images/s, "
+        r"\d+:\d\d left in the epoch, \d+:\d\d in the run; loss [\d.]+",
+        done.stderr,
+    )
+    steps = int(lines[0][1])  # 6 training images, 2 per step
+    assert [int(s) for s, _, _ in lines] == list(range(2, steps + 1))  # from the 2nd step on
+    assert [int(n) for _, _, n in lines] == [2 * s for s in range(2, steps + 1)]
+    assert "\r" not in done.stderr  # no progress bar in a log
+
+
+def test_progress_lines_keep_their_pace():
+    """Steps every 10 s of a fake clock, a line every 30 s; speed and time left from the clock."""
+    clock = iter(range(0, 1000, 10))
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROTVIZ_PROGRESS_EVERY_S", "30")
+        on_step = step_progress_bar(batch_size=4, stream=out, clock=lambda: next(clock))
+        for epoch in range(2):
+            for step in range(1, 11):
+                on_step(StepProgress(epoch, 2, step, 10, 1.0, 0.5))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 6  # 19 steps after the first, 190 s: one line per 30 s
+    assert lines[0].startswith("[rotviz] epoch 1/2: step 4/10 (about 16 images), 0.4 images/s")
+    assert "1:00 left in the epoch, 2:40 in the run" in lines[0]
