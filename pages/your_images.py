@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from rotviz.datasets import formats_text
 from rotviz.ui import cached, common, explore, uploads
 
 common.page_header(
     "Your images",
-    "Upload JPEG, PNG or WebP photos (EXIF orientation is applied). For each: which rotation the "
+    f"Upload {formats_text()} photos (EXIF orientation is applied). For each: which rotation the "
     "network predicts when the photo is turned each way, and trained vs random saliency; give "
     "boxes to get Q.",
 )
@@ -23,7 +24,7 @@ with common.shown_errors("the Your images page"):
         type=list(uploads.UPLOAD_TYPES),
         accept_multiple_files=True,
         key="up_files",
-        help="At most 20 MB each; anything between 8x8 px and 100 megapixels.",
+        help=f"{formats_text()}; at most 20 MB each; anything between 8x8 px and 100 megapixels.",
     )
     box_mode = st.radio(
         "Boxes (optional, for Q)",

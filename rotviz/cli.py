@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_config(args),
         CheckpointStore(args.store),
         as_runtime(run_config(args)),
-        on_step=step_progress_bar(),
+        on_step=step_progress_bar(args.batch_size),
         log=log,
         half=args.half,
     )
@@ -66,20 +68,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def step_progress_bar():
-    """A tqdm bar per epoch on stderr with the running loss and batch accuracy (rank 0 only)."""
+def step_progress_bar(batch_size: int, stream=None, clock=None):
+    """Training progress on stderr, rank 0 only: a tqdm bar per epoch on a terminal; in a log
+    file or pipe, one line every ROTVIZ_PROGRESS_EVERY_S seconds (default 30) with images
+    done, speed and time left."""
 
+    stream = stream or sys.stderr
+    clock = clock or time.monotonic
+    try:
+        every = float(os.environ.get("ROTVIZ_PROGRESS_EVERY_S", "30"))
+    except ValueError:
+        raise RotvizError("ROTVIZ_PROGRESS_EVERY_S must be a number of seconds") from None
+    terminal = stream.isatty()
     state: dict = {}
 
-    def on_step(p) -> None:  # p: rotviz.train.StepProgress
-        if not distributed.is_main():
+    def progress_line(p) -> None:  # p: rotviz.train.StepProgress
+        now, step = clock(), p.epoch * p.steps + p.step
+        # the speed is measured from the end of this process's first step (no start-up costs)
+        start_time, start_step = state.setdefault("start", (now, step))
+        if step == start_step or now - state.get("printed", start_time) < every:
             return
+        state["printed"] = now
+        rate = (step - start_step) / max(now - start_time, 1e-9)  # steps per second
+        left_epoch = (p.steps - p.step) / rate
+        left_run = left_epoch + (p.epochs - p.epoch - 1) * p.steps / rate
+        print(
+            f"[rotviz] epoch {p.epoch + 1}/{p.epochs}: step {p.step}/{p.steps} "
+            f"(about {p.step * batch_size} images), "
+            f"{rate * batch_size:.1f} images/s, {_duration(left_epoch)} left in the epoch, "
+            f"{_duration(left_run)} in the run; loss {p.loss:.3f}, batch accuracy {p.accuracy:.0%}",
+            file=stream,
+            flush=True,
+        )
+
+    def progress_bar(p) -> None:  # p: rotviz.train.StepProgress
         if state.get("epoch") != p.epoch:
             if "bar" in state:
                 state["bar"].close()
             desc = f"epoch {p.epoch + 1}/{p.epochs}"
             state.update(
-                epoch=p.epoch, bar=tqdm(total=p.steps, desc=desc, file=sys.stderr, leave=False)
+                epoch=p.epoch, bar=tqdm(total=p.steps, desc=desc, file=stream, leave=False)
             )
         bar = state["bar"]
         bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.0%}", refresh=False)
@@ -87,7 +115,18 @@ def step_progress_bar():
         if p.step == p.steps:
             bar.close()
 
+    def on_step(p) -> None:
+        if distributed.is_main():
+            (progress_bar if terminal else progress_line)(p)
+
     return on_step
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as H:MM:SS or M:SS."""
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -26,7 +26,25 @@ from rotviz.demo import SCENE_LABEL, materialize_demo
 from rotviz.errors import RotvizError
 from rotviz.records import Dataset, Record
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# The one list of accepted image formats, for folder datasets and uploads alike:
+# format name (as said to users) -> file extensions. An animated GIF gives its first frame.
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "WebP": (".webp",),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "GIF": (".gif",),
+}
+IMAGE_EXTENSIONS = frozenset(ext for exts in IMAGE_FORMATS.values() for ext in exts)
+
+
+def formats_text() -> str:
+    """The accepted formats in words, e.g. "JPEG, PNG, ... or GIF (first frame)"."""
+    names = [n + (" (first frame of an animation)" if n == "GIF" else "") for n in IMAGE_FORMATS]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 CITYSCAPES_SPLITS = {"train": "train", "val": "val", "test": "test"}
 COCO_SPLITS = {"train2017": "train", "val2017": "test"}
 # Boxes overshooting their image by less than this (float rounding in COCO) are clipped silently.

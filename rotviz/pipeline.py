@@ -18,9 +18,10 @@ from rotviz.evaluate import RotationEval, rotation_accuracy
 from rotviz.models import build_model, random_twin
 from rotviz.preprocess import PreparedSplit, prepare_split
 from rotviz.records import Dataset
+from rotviz.runlog import RunLog, run_dir
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.store import CheckpointStore, checkpoint_key, checkpoint_name, new_card
-from rotviz.train import StepProgress, check_run, train
+from rotviz.train import StepProgress, check_run, check_world, train
 
 Log = Callable[[str], None]
 
@@ -168,11 +169,15 @@ def train_or_load(
             if 0 < tail < world:
                 log(f"the last {tail} image(s) of each epoch are fewer than the ranks: dropped")
 
+        steps = check_world(len(train_split), train_cfg.batch_size, world)
+        run_log = RunLog(run_dir(store.root, name), train_cfg, state, steps, log) if main else None
+
         def save_epoch(state: TrainState, optimizer: torch.optim.Optimizer) -> None:
             if not main:
                 return
             card.update(epochs_done=state.epochs_done, history=[vars(h) for h in state.history])
             store.write(name, model, card, partial=True, optimizer_state=optimizer.state_dict())
+            run_log.epoch(state.history[-1])
             last = state.history[-1]
             log(
                 f"epoch {last.epoch}/{train_cfg.epochs}: loss {last.loss:.4f}, accuracy {last.accuracy:.1%}"
@@ -184,9 +189,11 @@ def train_or_load(
             train_cfg,
             runtime,
             state,
-            on_step=on_step,
+            on_step=_both(on_step, run_log.step if run_log else None),
             on_epoch_end=save_epoch,
         )
+        if run_log:
+            run_log.close()
         test_split = _split(ds, data, "test", cache_dir)
         trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, runtime)
         if main:
@@ -211,6 +218,17 @@ def train_or_load(
                 f"rank {distributed.rank()} cannot read the checkpoint {name} in {store.root}"
             )
         return TrainOutcome(ckpt, False)
+
+
+def _both(*callbacks: Callable[[StepProgress], None] | None) -> Callable[[StepProgress], None]:
+    """One on_step callback calling each given one in turn."""
+    given = [c for c in callbacks if c is not None]
+
+    def on_step(p: StepProgress) -> None:
+        for callback in given:
+            callback(p)
+
+    return on_step
 
 
 def evaluate_pair(

@@ -53,10 +53,15 @@ PAGES = (
 )
 
 
+# The browser tab's icon, shipped with the package: a :material/...: page icon makes every
+# browser fetch it from Google's font server (an outside request, an error offline).
+PAGE_ICON = Path(__file__).parent / "static" / "rotviz_icon.png"
+
+
 def page_setup() -> None:
     """Wide layout and the sidebar's page links (Streamlit's own list is off in config.toml:
     it would label Home "app" and sort pages by file name)."""
-    st.set_page_config(page_title="rotviz", page_icon=":material/rotate_right:", layout="wide")
+    st.set_page_config(page_title="rotviz", page_icon=str(PAGE_ICON), layout="wide")
     with st.sidebar:
         st.markdown("### rotviz")
         for script, label, icon in PAGES:

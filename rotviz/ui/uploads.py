@@ -16,11 +16,13 @@ import torch
 from PIL import Image
 
 from rotviz.config import IMAGE_SIZE
+from rotviz.datasets import IMAGE_EXTENSIONS, formats_text
 from rotviz.errors import RotvizError
 from rotviz.evaluate import rotation_logits
 from rotviz.preprocess import ORIGINAL_SIZE, decode_image, resize_square
 
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp")
+# the folder loader's list, without dots (what st.file_uploader takes)
+UPLOAD_TYPES = tuple(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
 
 
 @dataclass
@@ -44,7 +46,7 @@ def read_upload(
 ) -> UploadedImage:
     """Decode an uploaded file and scale its boxes (K, 4, original pixels) to the resized square."""
     if not data:
-        raise RotvizError(f"{name}: the file is empty; upload a JPEG, PNG or WebP image.")
+        raise RotvizError(f"{name}: the file is empty; upload a {formats_text()} image.")
     try:
         img = decode_image(data, target_size=size)
     except RotvizError as err:
