@@ -61,7 +61,7 @@ def q_scores(maps: np.ndarray, masks: np.ndarray, lam: float) -> dict[str, float
 
 
 def measure(card: dict, lfw: Path | None, n_images: int, max_test: int | None) -> dict:
-    ckpt = CheckpointStore(REPO / "checkpoints").load(card["name"])
+    ckpt = CheckpointStore(REPO / "checkpoints").load(card.name)
     data = ckpt.data_config
     if data.dataset == "lfw":
         data = dataclasses.replace(data, root=str(lfw))
@@ -87,7 +87,7 @@ def measure(card: dict, lfw: Path | None, n_images: int, max_test: int | None) -
             twin_acc = rotation_accuracy(twin, test_images, cfg.rotations, CPU).accuracy
     ref = float(maps["trained (precise statistics)"].max())
     return {
-        "checkpoint": card["name"],
+        "checkpoint": card.name,
         "model": cfg.model,
         "n_test": len(test_images),
         "precise_bn": info.to_dict(),
@@ -95,7 +95,7 @@ def measure(card: dict, lfw: Path | None, n_images: int, max_test: int | None) -
         "acc_batch_statistics": acc_batch,
         "acc_precise": acc_precise,
         "acc_calibrated_twin": twin_acc,
-        "card_acc": card["metrics"]["test"]["trained"]["accuracy"],
+        "card_acc": card.test_accuracy("trained"),
         "lambda": STUDY_LAMBDA[cfg.model],
         "max_saliency": {k: float(v.max()) for k, v in maps.items()},
         "ratio_to_trained": {k: ref / float(v.max()) for k, v in maps.items()},
@@ -117,11 +117,11 @@ def main() -> None:
     cards = CheckpointStore(REPO / "checkpoints").cards()
     if not lfw.exists():
         print(f"no LFW excerpt at {lfw}: the LFW checkpoints are left out (give --lfw)")
-    cards = [c for c in cards if c["dataset"] == "demo" or lfw.exists()]
-    cards = [c for c in cards if args.only is None or args.only in c["name"]]
+    cards = [c for c in cards if c.dataset == "demo" or lfw.exists()]
+    cards = [c for c in cards if args.only is None or args.only in c.name]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     rows = []
-    for card in sorted(cards, key=lambda c: c["name"]):
+    for card in sorted(cards, key=lambda c: c.name):
         rows.append(measure(card, lfw, args.n_images, args.max_test))
         r = rows[-1]
         print(

@@ -20,9 +20,11 @@ PERCENT_COLUMNS = {
     c: st.column_config.NumberColumn(c, format="%.1f")
     for c in (
         "ours, trained (%)",
-        "ours, random twin (%)",
+        "ours, random twin, initial statistics (%)",
+        "ours, random twin, calibrated statistics (%)",
         "accuracy, trained (%)",
-        "accuracy, random twin (%)",
+        "accuracy, random twin, initial statistics (%)",
+        "accuracy, random twin, calibrated statistics (%)",
         "chance (%)",
     )
 }
@@ -78,8 +80,9 @@ def goodness_section(cards: list[Card], acc: pd.DataFrame) -> None:
     elif mode == "percentile":
         value = st.slider("percentile p", 0.0, 100.0, 90.0, 0.5, key="met_pct")
 
+    twin = explore.twin_select("met")
     settings = [(path, layer) for path in chosen for layer in ("rotation", "embedding")]
-    run_key = ("met_done", tuple(settings), method, aggregate)
+    run_key = ("met_done", tuple(settings), method, aggregate, twin)
     done = st.session_state.get("met_done") == run_key
     if not done:
         st.info(f"{len(settings)} maps sets to compute (all neurons; cached once computed).")
@@ -106,7 +109,7 @@ def goodness_section(cards: list[Card], acc: pd.DataFrame) -> None:
             )
 
         results.append(
-            scores.layer_run(card, common.with_local_paths(card.data_config), sal, progress)
+            scores.layer_run(card, common.with_local_paths(card.data_config), sal, twin, progress)
         )
     bar.empty()
     table = scores.goodness_table(results, mode, value)
@@ -205,7 +208,9 @@ def trained_vs_random_section() -> None:
 
     st.subheader("Rotation accuracy, mean [95% CI] over test images")
     with common.shown_errors("the accuracy intervals"):
-        ivs = downstream.accuracy_intervals(ckpt_id, dkey, cfg)
+        twin = explore.twin_select("met_dn")
+        pair = cached.pair_with_twin(card, twin, common.with_local_paths(card.data_config))
+        ivs = downstream.accuracy_intervals(pair.ident, dkey, pair, cfg)
         st.caption(
             "Each test image counts once (its share of rotations predicted right); 95% percentile "
             "bootstrap, 1,000 resamples; p: Wilcoxon signed-rank test, trained vs random twin."

@@ -78,25 +78,23 @@ with common.shown_errors("the saliency page"):
     )
 
     sal_cfg = explore.settings_widgets("sal")
-    pair = cached.model_pair(cached.checkpoint_id(card))
+    twin = explore.twin_select("sal")
+    pair = cached.pair_with_twin(card, twin, common.with_local_paths(card.data_config))
     explore.warn_method(pair.trained, sal_cfg.method)
     image, boxes = split.images[index].copy(), split.boxes[index]
     image_key = f"{cached.data_key(cfg)}:{index}"
     with st.spinner(f"Computing {sal_cfg.method} maps of the trained and the random network..."):
-        maps = cached.image_maps(
-            cached.checkpoint_id(card), image_key, sal_cfg.key(), pair, image, sal_cfg
-        )
+        maps = cached.image_maps(pair.ident, image_key, sal_cfg.key(), pair, image, sal_cfg)
         sweeps = None
         if len(boxes):
             mask = cached.boxes_mask(boxes, image.shape[-1])
-            sweeps = cached.image_sweeps(
-                cached.checkpoint_id(card), image_key, sal_cfg.key(), maps, mask
-            )
+            sweeps = cached.image_sweeps(pair.ident, image_key, sal_cfg.key(), maps, mask)
     explore.maps_panel(image, boxes, maps, f"#{index} {split.records[index].relpath}")
     settings = {
         "page": "saliency",
         "dataset": dataset,
         "checkpoint": card.name,
+        "twin": pair.twin_name,
         "image": split.records[index].relpath,
         **sal_cfg.__dict__,
     }

@@ -46,7 +46,8 @@ with common.shown_errors("the Your images page"):
 
     sal_cfg = explore.settings_widgets("up")
     threshold = explore.threshold_widgets("up", card.model, sal_cfg.layer)
-    pair = cached.model_pair(cached.checkpoint_id(card))
+    twin = explore.twin_select("up")
+    pair = cached.pair_with_twin(card, twin, common.with_local_paths(card.data_config))
     explore.warn_method(pair.trained, sal_cfg.method)
     size, resize = card.data_config.image_size, card.data_config.resize
 
@@ -78,7 +79,7 @@ with common.shown_errors("the Your images page"):
             st.subheader("Saliency, trained vs random")
             with st.spinner("Computing maps..."):
                 maps = cached.image_maps(
-                    cached.checkpoint_id(card),
+                    pair.ident,
                     f"upload:{up.digest}:{size}:{resize}",
                     sal_cfg.key(),
                     pair,
@@ -89,7 +90,7 @@ with common.shown_errors("the Your images page"):
             if len(up.boxes):
                 mask = cached.boxes_mask(up.boxes, size)
                 sweeps = cached.image_sweeps(
-                    cached.checkpoint_id(card),
+                    pair.ident,
                     f"upload:{up.digest}:{size}:{resize}",
                     sal_cfg.key(),
                     maps,
@@ -107,6 +108,7 @@ with common.shown_errors("the Your images page"):
                 "page": "your images",
                 "file": f.name,
                 "checkpoint": card.name,
+                "twin": pair.twin_name,
                 "boxes": up.boxes_original.tolist(),
                 **sal_cfg.__dict__,
                 "threshold": threshold.describe(),

@@ -196,9 +196,20 @@ class Card:
         return str(self.raw.get("command", ""))
 
     def test_accuracy(self, network: str = "trained") -> float | None:
-        """Test rotation accuracy (a fraction) recorded at training time, trained or random."""
+        """Test rotation accuracy (a fraction) recorded at training time: "trained", "random"
+        (the twin with initial BatchNorm statistics) or "random_calibrated"."""
         value = self.raw.get("metrics", {}).get("test", {}).get(network, {}).get("accuracy")
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def precise_bn(self) -> bool:
+        """Whether the BatchNorm statistics were recomputed after training (PreciseBN)."""
+        return bool(self.raw.get("precise_bn", {}).get("applied"))
+
+    @property
+    def train_accuracy(self) -> dict[str, Any] | None:
+        """Training accuracy on a sample in eval mode and with batch statistics (and a warning)."""
+        return self.raw.get("train_accuracy")
 
     def test_eval(self, network: str = "trained") -> dict[str, Any] | None:
         """The recorded test evaluation (accuracy, per rotation, confusion) of one network."""

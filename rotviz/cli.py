@@ -15,20 +15,30 @@ import pandas as pd
 from tqdm import tqdm
 
 from rotviz import distributed, download, figures, neurons, probe_cli
+from rotviz.batchnorm import TWIN_NAMES, TWINS
+from rotviz.checkpoint import Checkpoint
 from rotviz.cli_options import (
     add_data_options,
     add_run_options,
     add_train_options,
     data_config,
     log,
+    precise_bn_images,
     run_config,
     train_config,
 )
 from rotviz.errors import RotvizError
+from rotviz.evaluate import rotation_accuracy
 from rotviz.goodness import goodness_run, sweeps
 from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
-from rotviz.pipeline import evaluate_pair, load_split, train_or_load
+from rotviz.pipeline import (
+    load_split,
+    random_twin_of,
+    recalibrate,
+    train_or_load,
+    train_statistics,
+)
 from rotviz.published import default_threshold
 from rotviz.runs import probe_and_sanity_tables
 from rotviz.runtime import as_runtime
@@ -58,11 +68,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         on_step=step_progress_bar(args.batch_size),
         log=log,
         half=args.half,
+        precise_bn=precise_bn_images(args),
     )
     card = outcome.checkpoint.card
+    calibrated = card.test_accuracy("random_calibrated")
+    train_acc = card.train_accuracy
     print(
         f"{card.name}: test rotation accuracy {percent(card.test_accuracy('trained'))}% "
-        f"(random twin {percent(card.test_accuracy('random'))}%), {card.epochs_done} epochs"
+        f"(random twin {percent(card.test_accuracy('random'))}% with initial BatchNorm statistics"
+        + (f", {percent(calibrated)}% calibrated" if calibrated is not None else "")
+        + ")"
+        + (
+            f"; training images in eval mode {percent(train_acc['running_statistics'])}%"
+            if train_acc
+            else ""
+        )
+        + f", {card.epochs_done} epochs, precise BatchNorm statistics "
+        + ("yes" if card.precise_bn else "no")
         + (" [from the store]" if outcome.from_store else "")
     )
     return 0
@@ -129,30 +151,64 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def served_network(args: argparse.Namespace, data, tcfg, runtime) -> Checkpoint:
+    """The network a command works on: from the store or trained (precise BatchNorm statistics
+    after training unless --no-precise-bn); --precise-bn N given explicitly also recomputes them,
+    in memory, for a stored network trained without them (and says so)."""
+    ckpt = train_or_load(
+        data,
+        tcfg,
+        CheckpointStore(args.store),
+        runtime,
+        on_step=step_progress_bar(tcfg.batch_size),
+        log=log,
+        precise_bn=precise_bn_images(args),
+    ).checkpoint
+    if args.precise_bn is not None and not args.no_precise_bn and not ckpt.card.precise_bn:
+        _, train_split = load_split(data, "train")
+        recalibrate(ckpt.model, train_split.images, tcfg, runtime, args.precise_bn or None, log)
+        log("(in memory only: the stored checkpoint keeps its running statistics)")
+    return ckpt
 
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
     data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
-    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log)
+    ckpt = served_network(args, data, tcfg, runtime)
     _, test = load_split(data, "test")
-    trained, random = evaluate_pair(outcome.checkpoint.model, test, tcfg, runtime)
+    nets = {
+        "trained": ckpt.model,
+        **{TWIN_NAMES[k]: random_twin_of(ckpt, k, runtime, data) for k in TWINS},
+    }
+    evals = {
+        who: rotation_accuracy(m, test.images, ckpt.rotations, runtime) for who, m in nets.items()
+    }
+    _, train_split = load_split(data, "train")
+    gap = train_statistics(ckpt.model, train_split.images, tcfg, runtime)
     if not distributed.is_main():
         return 0
     result = {
-        "checkpoint": outcome.checkpoint.name,
+        "checkpoint": ckpt.name,
         "dataset": data.dataset,
         "model": tcfg.model,
+        "precise_bn": ckpt.card.precise_bn,
         "n_test_images": len(test),
-        "trained": trained.to_dict(),
-        "random": random.to_dict(),
+        "train_accuracy_eval_mode": gap,
+        **{who: ev.to_dict() for who, ev in evals.items()},
     }
-    for who, ev in (("trained", trained), ("random", random)):
+    for who, ev in evals.items():
         per = ", ".join(
             f"{d}°: {a:.1%}" for d, a in zip(ev.rotations_degrees, ev.per_rotation, strict=True)
         )
-        print(f"{who:8s} accuracy {ev.accuracy:.1%}  ({per})")
-        print("         confusion (rows true, columns predicted):")
+        print(f"{who}: test accuracy {ev.accuracy:.1%}  ({per})")
+        print("    confusion (rows true, columns predicted):")
         for deg, row in zip(ev.rotations_degrees, ev.confusion, strict=True):
-            print(f"         {deg:>4}° " + " ".join(f"{v:6d}" for v in row))
+            print(f"    {deg:>4}° " + " ".join(f"{v:6d}" for v in row))
+    print(
+        f"training accuracy in eval mode: {gap['running_statistics']:.1%} on "
+        f"{gap['n_images']} training images (with batch statistics {gap['batch_statistics']:.1%})"
+    )
+    if gap["warning"]:
+        log(f"warning: {gap['warning']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         log(f"wrote {args.json}")
@@ -190,7 +246,7 @@ def cmd_accuracy_table(args: argparse.Namespace) -> int:
 def cmd_saliency(args: argparse.Namespace) -> int:
 
     data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
-    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log).checkpoint
+    ckpt = served_network(args, data, tcfg, runtime)
     sal = SaliencyConfig(
         layer=args.layer,
         neurons=args.neurons,
@@ -206,7 +262,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     ds, test = load_split(data, "test")
     keep = resolve_categories(ds, [c for c in (args.box_categories or "").split(",") if c])
     log(
-        f"saliency of {len(test)} test images, trained and random twin ({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
+        f"saliency of {len(test)} test images, trained and {TWIN_NAMES[args.twin]} "
+        f"({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
     )
     run = goodness_run(
         ckpt,
@@ -217,6 +274,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         keep,
         not args.no_crowd,
         progress=progress_printer("maps"),
+        twin=random_twin_of(ckpt, args.twin, runtime, data),
+        twin_name=TWIN_NAMES[args.twin],
     )
     if (
         not distributed.is_main()
@@ -273,7 +332,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     s = run.summary
     print(
         f"mean Q (IoU of thresholded map and boxes) at {s['threshold']}: trained {fmt_pct(s['mean_q_trained'])}, "
-        f"random {fmt_pct(s['mean_q_random'])} over {s['n_scored']} images with boxes "
+        f"{s['twin']} {fmt_pct(s['mean_q_random'])} over {s['n_scored']} images with boxes "
         f"({s['n_without_boxes']} without); wrote {out}/goodness.csv, summary.json"
         + (", sweep.*" if sweep is not None else "")
         + (", maps.npz" if args.save_maps else "")
@@ -285,7 +344,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 def cmd_neurons(args: argparse.Namespace) -> int:
     data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
     device = runtime.device
-    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log).checkpoint
+    ckpt = served_network(args, data, tcfg, runtime)
     _, test = load_split(data, "test")
     files = [r.relpath for r in test.records]
     out = Path(args.out)
@@ -395,7 +454,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
-        text = format_table(df, args.format, caption=captions[name])
+        caption = captions[name] + (
+            f"; random twin: {df.attrs['twin']}" if "twin" in df.attrs else ""
+        )
+        text = format_table(df, args.format, caption=caption)
         print(text)
         if out:
             (out / f"{name}.{ext}").write_text(text)

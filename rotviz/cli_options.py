@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rotviz.batchnorm import DEFAULT_N_IMAGES, DEFAULT_TWIN, TWINS
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.distributed import is_main
 from rotviz.rotation import parse_rotations
@@ -101,6 +102,27 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
         action="store_true",
         help="train on shuffled rotation labels (data-randomisation baseline)",
     )
+    g.add_argument(
+        "--precise-bn",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"after training, recompute BatchNorm statistics over N training images (default "
+        f"{DEFAULT_N_IMAGES}); on evaluate/saliency/sanity also applied on load to a stored "
+        "network that lacks them (in memory, said in the log)",
+    )
+    g.add_argument(
+        "--no-precise-bn",
+        action="store_true",
+        help="keep the running statistics as trained (the study's behaviour)",
+    )
+    g.add_argument(
+        "--twin",
+        choices=TWINS,
+        default=DEFAULT_TWIN,
+        help="the random twin compared with: calibrated (BatchNorm statistics recomputed on the "
+        "training images, default) or initial (as initialised, the study's baseline)",
+    )
     add_run_options(g)
     g.add_argument(
         "--store", default=str(DEFAULT_STORE), help=f"checkpoint folder (default {DEFAULT_STORE})"
@@ -175,6 +197,13 @@ def train_config(args: argparse.Namespace, model: str | None = None) -> TrainCon
         seed=args.seed,
         shuffle_labels=args.shuffle_labels,
     )
+
+
+def precise_bn_images(args: argparse.Namespace) -> int | None:
+    """Training images for precise BatchNorm statistics after training (0: off)."""
+    if args.no_precise_bn:
+        return 0
+    return DEFAULT_N_IMAGES if args.precise_bn is None else args.precise_bn
 
 
 def log(msg: str) -> None:

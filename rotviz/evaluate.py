@@ -86,8 +86,9 @@ def rotation_accuracy(
         confusion = distributed.all_reduce_sum(
             confusion.to(runtime.device if nccl else torch.device("cpu"))
         ).cpu()
-    per_rotation = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
-    accuracy = float(confusion.diag().sum() / max(int(confusion.sum()), 1))
+    # exact ratios of counts in float64, as the per-image means of accuracy_comparison
+    per_rotation = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+    accuracy = int(confusion.diag().sum()) / max(int(confusion.sum()), 1)
     return RotationEval(
         accuracy, per_rotation, confusion.tolist(), [90 * k for k in rotations], len(images)
     )
@@ -102,18 +103,24 @@ def image_correctness(
 
 
 def accuracy_comparison(
-    checkpoints: Sequence[Checkpoint], images: np.ndarray, runtime: RuntimeLike = "auto"
+    checkpoints: Sequence[Checkpoint],
+    images: np.ndarray,
+    runtime: RuntimeLike = "auto",
+    twins: Sequence[nn.Module] | None = None,
 ) -> tuple[Comparison, dict[str, list[float]]]:
     """Rotation accuracy of trained networks vs their random twins on the same test images.
 
-    checkpoints: one per training seed of the same recipe (one is the usual case). Each image
-    is one bootstrap unit: its correctness averaged over rotations and seeds. Returns the
-    paired comparison (intervals, difference, Wilcoxon p) and each seed's accuracy per network.
+    checkpoints: one per training seed of the same recipe (one is the usual case); twins: their
+    random twins (default: initial BatchNorm statistics; rotviz.pipeline.random_twin_of builds
+    either kind). Each image is one bootstrap unit: its correctness averaged over rotations and
+    seeds. Returns the paired comparison (intervals, difference, Wilcoxon p) and each seed's
+    accuracy per network.
     """
     runtime = as_runtime(runtime)
+    twins = list(twins) if twins is not None else [c.random_twin() for c in checkpoints]
     per_image: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
-    for ckpt in checkpoints:
-        nets = {"trained": ckpt.model, "random": ckpt.random_twin()}
+    for ckpt, twin in zip(checkpoints, twins, strict=True):
+        nets = {"trained": ckpt.model, "random": twin}
         for net, model in nets.items():
             per_image[net].append(image_correctness(model, images, ckpt.rotations, runtime))
     cmp = compare_paired(

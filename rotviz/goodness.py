@@ -28,6 +28,7 @@ from rotviz.metrics import (
     relevance_mass_accuracy,
     threshold_sweep,
 )
+from rotviz.models import RotationNet
 from rotviz.preprocess import PreparedSplit
 from rotviz.runtime import RuntimeLike
 from rotviz.saliency import SaliencyConfig, method_warning
@@ -123,16 +124,19 @@ def goodness_run(
     include_crowd: bool = True,
     progress: Callable[[int, int], None] | None = None,
     maps: tuple[np.ndarray, np.ndarray] | None = None,
+    twin: RotationNet | None = None,
+    twin_name: str = "random (initial statistics)",
 ) -> GoodnessRun:
     """Maps, per-image Q and the summary for one checkpoint on one preprocessed split.
 
     maps: (trained, random) from ``checkpoint_maps`` on split.images when the caller has them
-    already (the app keeps them to rescore at other thresholds). Under torchrun the maps are
+    already (the app keeps them to rescore at other thresholds). twin: the random twin
+    (rotviz.pipeline.random_twin_of; default the initial one), named in the summary. Under torchrun the maps are
     computed sharded and gathered, so every rank returns the whole run, equal to a
     single-process one; only rank 0 should write it out.
     """
     maps_t, maps_r = maps or checkpoint_maps(
-        checkpoint, split.images, sal, runtime, progress=progress
+        checkpoint, split.images, sal, runtime, twin=twin, progress=progress
     )
     masks = split_box_masks(split, keep_categories, include_crowd)
     rows = score_rows(split, maps_t, maps_r, masks, threshold)
@@ -146,6 +150,7 @@ def goodness_run(
         box_categories=list(keep_categories) if keep_categories else "all",
         include_crowd=include_crowd,
         warning=method_warning(checkpoint.model, sal.method),
+        twin=twin_name,
     )
     return GoodnessRun(rows, maps_t, maps_r, masks, summary)
 

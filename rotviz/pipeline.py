@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rotviz import distributed
+from rotviz.batchnorm import (
+    DEFAULT_N_IMAGES,
+    DEFAULT_TWIN,
+    TWINS,
+    make_twin,
+    precise_bn,
+    sample_indices,
+    statistics_gap,
+    statistics_warning,
+)
 from rotviz.checkpoint import Checkpoint, TrainState
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.datasets import dataset_fingerprint, load_dataset
@@ -24,6 +36,7 @@ from rotviz.store import CheckpointStore, checkpoint_key, checkpoint_name, new_c
 from rotviz.train import StepProgress, check_run, check_world, train
 
 Log = Callable[[str], None]
+TRAIN_SAMPLE = 512  # training images whose eval-mode accuracy the card records
 
 
 def quiet(_: str) -> None:
@@ -96,11 +109,14 @@ def train_or_load(
     log: Log = print,
     cache_dir: Path | None = None,
     half: bool = False,
+    precise_bn: int | None = DEFAULT_N_IMAGES,
 ) -> TrainOutcome:
     """Serve the checkpoint for (data, train_cfg) from the store, or train it (resuming an interrupted run).
 
-    Saves after every epoch, evaluates the trained model and its random twin on the test
-    split, and records both in the card. Concurrent callers for the same config: one trains,
+    Saves after every epoch; once trained (or resumed to the end), recomputes the BatchNorm
+    running statistics over precise_bn training images (None: all, 0: off; PreciseBN), then
+    evaluates the trained model and both random twins (initial and calibrated statistics) on
+    the test split and records them, with the training accuracy in eval mode, in the card. Concurrent callers for the same config: one trains,
     the others wait on the lock and reuse the result. runtime: a device name or a RunConfig
     (AMP, compile, SyncBatchNorm) resolved once here, or an already resolved Runtime; those
     never change the checkpoint's name. Under torchrun every rank calls this: rank 0 alone
@@ -194,23 +210,42 @@ def train_or_load(
         )
         if run_log:
             run_log.close()
+        card["precise_bn"] = recalibrate(
+            model, train_split.images, train_cfg, runtime, precise_bn, log
+        )
         test_split = _split(ds, data, "test", cache_dir)
         trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, runtime)
+        calibrated = make_twin(
+            model, train_cfg.seed, "calibrated", train_split.images, train_cfg.rotations, device
+        )
+        calibrated_eval = rotation_accuracy(
+            calibrated, test_split.images, train_cfg.rotations, runtime
+        )
+        gap = train_statistics(model, train_split.images, train_cfg, runtime)
         if main:
             card.update(
                 epochs_done=state.epochs_done,
                 history=[vars(h) for h in state.history],
                 n_test_images=len(test_split),
+                train_accuracy=gap,
                 metrics={
-                    "test": {"trained": trained_eval.to_dict(), "random": random_eval.to_dict()}
+                    "test": {
+                        "trained": trained_eval.to_dict(),
+                        "random": random_eval.to_dict(),
+                        "random_calibrated": calibrated_eval.to_dict(),
+                    }
                 },
             )
             card.pop("optimizer", None)
             path = store.write(name, model.cpu(), card, half=half)
             log(
                 f"saved {path}: test rotation accuracy {trained_eval.accuracy:.1%} "
-                f"(random twin {random_eval.accuracy:.1%})"
+                f"(random twin {random_eval.accuracy:.1%} with initial BatchNorm statistics, "
+                f"{calibrated_eval.accuracy:.1%} calibrated); training images in eval mode "
+                f"{gap['running_statistics']:.1%} ({gap['n_images']} images)"
             )
+            if gap["warning"]:
+                log(f"warning: {gap['warning']}")
         distributed.barrier()  # the others read the checkpoint only once rank 0 has written it
         ckpt = store.load(name)
         if ckpt is None:
@@ -229,6 +264,86 @@ def _both(*callbacks: Callable[[StepProgress], None] | None) -> Callable[[StepPr
             callback(p)
 
     return on_step
+
+
+def recalibrate(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    train_cfg: TrainConfig,
+    runtime: RuntimeLike,
+    n_images: int | None,
+    log: Log = quiet,
+) -> dict:
+    """Precise BatchNorm statistics after training (n_images 0: off); what the card records."""
+    if n_images == 0:
+        log("precise BatchNorm statistics: off (--no-precise-bn); running statistics as trained")
+        return {"applied": False}
+    info = precise_bn(
+        model,
+        images,
+        train_cfg.rotations,
+        as_runtime(runtime).device,
+        n_images,
+        seed=train_cfg.seed,
+    )
+    log(
+        f"precise BatchNorm statistics: recomputed over {info.n_images} training images "
+        f"x {len(train_cfg.rotations)} rotations ({info.n_batches} batches, weights unchanged)"
+    )
+    return {"applied": True, **info.to_dict()}
+
+
+def train_statistics(
+    model: torch.nn.Module, images: np.ndarray, train_cfg: TrainConfig, runtime: RuntimeLike
+) -> dict:
+    """Training accuracy in eval mode (running statistics) and with batch statistics on a
+    seeded sample of the train split, and the one-line warning when they disagree."""
+    sample = images[np.sort(sample_indices(len(images), TRAIN_SAMPLE, train_cfg.seed))]
+    acc_batch, acc_running = statistics_gap(
+        model, sample, train_cfg.rotations, as_runtime(runtime).device
+    )
+    return {
+        "n_images": len(sample),
+        "running_statistics": acc_running,
+        "batch_statistics": acc_batch,
+        "warning": statistics_warning(acc_batch, acc_running),
+    }
+
+
+def random_twin_of(
+    checkpoint: Checkpoint,
+    kind: str = DEFAULT_TWIN,
+    runtime: RuntimeLike = "auto",
+    data: DataConfig | None = None,
+) -> torch.nn.Module:
+    """The checkpoint's random twin: "initial" (BatchNorm statistics as initialised, the study's
+    baseline) or "calibrated" (statistics recomputed on its training images, weights initial).
+
+    data: where the network's training images are on this machine (default: its card's paths).
+    """
+    if kind not in TWINS:
+        raise RotvizError(f"random twin {kind!r}: choose one of {', '.join(TWINS)}")
+    if kind == "initial":
+        return checkpoint.random_twin()
+    trained_on = checkpoint.data_config
+    data = dataclasses.replace(
+        data or trained_on, image_size=trained_on.image_size, resize=trained_on.resize
+    )
+    try:
+        _, train_split = load_split(data, "train")
+    except RotvizError as err:
+        raise RotvizError(
+            f"the calibrated random twin needs the network's training images ({err}); "
+            "give the dataset's path, or compare with the initial twin (--twin initial)"
+        ) from err
+    return make_twin(
+        checkpoint.model,
+        checkpoint.train_config.seed,
+        "calibrated",
+        train_split.images,
+        checkpoint.rotations,
+        as_runtime(runtime).device,
+    )
 
 
 def evaluate_pair(

@@ -15,7 +15,7 @@ from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.goodness import split_box_masks
 from rotviz.metrics import parse_threshold
-from rotviz.pipeline import load_split, train_or_load
+from rotviz.pipeline import load_split, random_twin_of, train_or_load
 from rotviz.probe import (
     FRACTIONS,
     FinetuneConfig,
@@ -114,12 +114,21 @@ def run_sanity(
     masks = split_box_masks(test)[:n]
     thr = parse_threshold(threshold) if threshold else None
     ids = [r.relpath for r in test.records[:n]]
+    calibrated = random_twin_of(ckpt, "calibrated", runtime, data)
     reports = {}
     for neurons in neuron_sets:
         sal = SaliencyConfig(neurons=neurons, rotations=ckpt.rotations, **sal_kwargs)
         log(f"sanity checks: {n} test images, {sal.layer} layer, neurons {neurons}, {sal.method}")
         reports[neurons] = sanity_report(
-            ckpt, images, sal, runtime, shuffled, masks if masks.any() else None, thr, ids
+            ckpt,
+            images,
+            sal,
+            runtime,
+            shuffled,
+            masks if masks.any() else None,
+            thr,
+            ids,
+            calibrated_twin=calibrated,
         )
     return SanityRun(ckpt, reports, ids)
 

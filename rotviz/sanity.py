@@ -358,18 +358,28 @@ def sanity_report(
     image_ids: Sequence[object] | None = None,
     keep_maps: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    calibrated_twin: RotationNet | None = None,
 ) -> SanityReport:
-    """Model, cascading and (with shuffled) data randomisation on uint8 images (N, 3, S, S)."""
+    """Model, cascading and (with shuffled) data randomisation on uint8 images (N, 3, S, S).
+
+    The cascade ends in the random twin with initial BatchNorm statistics; calibrated_twin
+    (rotviz.pipeline.random_twin_of(..., "calibrated")) adds the comparison with the twin
+    whose statistics were recomputed on the training images.
+    """
     cascade = cascading_randomization(
         checkpoint, images, sal, runtime, masks, threshold, image_ids, keep_maps, progress
     )
     last = cascade.rows["step"].max()
     # the fully randomised step is the random twin: reuse its rows (no second pass)
     frames = {
-        "trained vs random twin": cascade.rows[cascade.rows["step"] == last][
+        "trained vs random twin (initial statistics)": cascade.rows[cascade.rows["step"] == last][
             ["image", *MEASURES]
         ].reset_index(drop=True)
     }
+    if calibrated_twin is not None:
+        frames["trained vs random twin (calibrated statistics)"] = compare_models(
+            checkpoint.model, calibrated_twin, images, sal, runtime, image_ids
+        )
     if shuffled is not None:
         frames["trained vs shuffled-label model"] = data_randomization(
             checkpoint, shuffled, images, sal, runtime, image_ids

@@ -14,13 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from rotviz.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.evaluate import accuracy_comparison
 from rotviz.goodness import goodness_comparison, goodness_run
 from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
-from rotviz.pipeline import load_split, train_or_load
+from rotviz.pipeline import load_split, random_twin_of, train_or_load
 from rotviz.published import default_threshold
 from rotviz.records import Dataset
 from rotviz.rotation import parse_rotations
@@ -39,6 +40,7 @@ class Study:
     models: tuple[str, ...] = STUDY_MODELS
     train: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)  # goodness, probe, sanity...
+    twin: str = DEFAULT_TWIN  # the random twin every table compares with (top-level key)
 
     def seeds(self) -> list[int]:
         """Training seeds: [train] seeds = [0, 1, 2] when given, else [train] seed (default 0)."""
@@ -119,10 +121,15 @@ def study_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -
     if not datasets:
         raise RotvizError("the study file names no [datasets.NAME] section")
     models = tuple(raw.get("models", STUDY_MODELS))
-    sections = {k: v for k, v in raw.items() if k not in ("data", "datasets", "models", "train")}
+    sections = {
+        k: v for k, v in raw.items() if k not in ("data", "datasets", "models", "train", "twin")
+    }
+    twin = raw.get("twin", DEFAULT_TWIN)
+    if twin not in TWINS:
+        raise RotvizError(f"study twin = {twin!r}: choose one of {', '.join(TWINS)}")
     for name, keys in SECTION_KEYS.items():
         check_section(name, sections.get(name), keys, datasets)
-    study = Study(path, datasets, models, dict(raw.get("train", {})), sections)
+    study = Study(path, datasets, models, dict(raw.get("train", {})), sections, twin)
     study.seeds()  # a bad seeds list fails here, not after hours of training
     return study
 
@@ -234,7 +241,8 @@ def accuracy_table(
                 _, test = load_split(data, "test")
             if len(test) == 0:
                 raise RotvizError(f"{ds}: the test split is empty, nothing to evaluate")
-            cmp, seeds = accuracy_comparison(ckpts, test.images, runtime)
+            twins = [random_twin_of(c, study.twin, runtime, data) for c in ckpts]
+            cmp, seeds = accuracy_comparison(ckpts, test.images, runtime, twins)
             shown, nums = _interval_rows(cmp, seeds)
             for row, text in shown.items():
                 cells.setdefault((ds, row), {})[model] = text
@@ -242,6 +250,7 @@ def accuracy_table(
     df = pd.DataFrame.from_dict(cells, orient="index")
     df.index = pd.MultiIndex.from_tuples(df.index, names=["dataset", "network"])
     df.attrs["numbers"] = pd.DataFrame(numbers)
+    df.attrs["twin"] = TWIN_NAMES[study.twin]
     return df
 
 
@@ -311,7 +320,15 @@ def goodness_tables(
                 )
                 runs.append(
                     goodness_run(
-                        ckpt, test, sal, threshold, runtime, keep, spec.get("include_crowd", True)
+                        ckpt,
+                        test,
+                        sal,
+                        threshold,
+                        runtime,
+                        keep,
+                        spec.get("include_crowd", True),
+                        twin=random_twin_of(ckpt, study.twin, runtime, data),
+                        twin_name=TWIN_NAMES[study.twin],
                     )
                 )
             cmp, seeds = goodness_comparison(runs)
@@ -323,5 +340,6 @@ def goodness_tables(
         df = pd.DataFrame(columns)
         df.index.name = f"{layer} layer"
         df.attrs["numbers"] = pd.DataFrame(numbers)
+        df.attrs["twin"] = TWIN_NAMES[study.twin]
         tables[layer] = df
     return tables

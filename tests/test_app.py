@@ -302,7 +302,7 @@ def test_metrics_page_probe_and_sanity_show_numbers(app_dirs):
     at.button(key="met_sanity").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     sims = at.dataframe[n_frames + 1].value
-    assert sims["comparison"].tolist()[0] == "trained vs random twin"
+    assert sims["comparison"].tolist()[0] == "trained vs random twin (initial statistics)"
     for col in ("Spearman rank correlation", "SSIM", "top-5% pixel intersection"):
         v = float(sims[col].iloc[0])
         assert -1.0 <= v <= 1.0 and v == v  # a number, not NaN

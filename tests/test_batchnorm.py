@@ -182,8 +182,8 @@ def demo_photos_with_boxes() -> torch.Tensor:
 def test_calibrated_twin_has_the_trained_gradient_scale_on_the_demo_photos():
     """The shipped demo six-layer net: initial twin >= 100x smaller gradients, calibrated < 100x."""
     store = CheckpointStore(REPO / "checkpoints")
-    (card,) = [c for c in store.cards() if c["dataset"] == "demo"]
-    ckpt = store.load(card["name"])
+    (card,) = [c for c in store.cards() if c.dataset == "demo"]
+    ckpt = store.load(card.name)
     _, train_split = load_split(DataConfig("demo"), "train")
     photos = demo_photos_with_boxes()
     assert len(photos) >= 5

@@ -116,7 +116,10 @@ def test_metrics_page_equals_the_study_csvs(study_run, monkeypatch):
     row = beside[(beside["dataset"] == "demo") & (beside["model"] == "six_layer")].iloc[0]
     assert row["checkpoint"] == study_card.name
     assert row["ours, trained (%)"] == pytest.approx(100 * acc_csv["trained"], abs=1e-9)
-    assert row["ours, random twin (%)"] == pytest.approx(100 * acc_csv["random"], abs=1e-9)
+    calibrated = row["ours, random twin, calibrated statistics (%)"]  # the study's default twin
+    assert calibrated == pytest.approx(100 * acc_csv["random"], abs=1e-9)
+    assert acc_csv["trained_low"] < acc_csv["trained_high"]  # it learned: intervals, not a constant
+    assert row["precise BN"] == "yes"
     assert not (beside["checkpoint"] == shuffled_card.name).any()
     shuffled_row = others[others["checkpoint"] == shuffled_card.name].iloc[0]
     assert shuffled_row["labels"] == "shuffled"

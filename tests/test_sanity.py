@@ -149,7 +149,7 @@ def test_cascade_q_and_image_sanity(real_images):
     mask[30:90, 40:100] = True
     sal = SaliencyConfig(layer="rotation", aggregate="none")
     sims, rows = image_sanity(ckpt, real_images[1], sal, CPU, mask, Percentile(90))
-    assert list(sims.index) == ["trained vs random twin"]
+    assert list(sims.index) == ["trained vs random twin (initial statistics)"]
     assert rows["q"].between(0, 1).all() and len(rows) == 8
     assert rows.loc[rows.step == 7, "spearman"].item() == pytest.approx(sims["spearman"].item())
 

@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from rotviz.batchnorm import TWIN_NAMES
 from rotviz.checkpoint import Card, Checkpoint
 from rotviz.config import DataConfig, stable_hash
 from rotviz.maps import checkpoint_maps
 from rotviz.metrics import box_mask, threshold_sweep
 from rotviz.models import RotationNet
-from rotviz.pipeline import load_split
+from rotviz.pipeline import load_split, random_twin_of
 from rotviz.preprocess import PreparedSplit
 from rotviz.records import Dataset
 from rotviz.runtime import Runtime, as_runtime
@@ -34,6 +35,7 @@ class ModelPair:
 
     checkpoint: Checkpoint
     random: RotationNet
+    twin: str = "initial"  # which random twin: rotviz.batchnorm.TWINS
 
     @property
     def trained(self) -> RotationNet:
@@ -41,8 +43,12 @@ class ModelPair:
 
     @property
     def ident(self) -> str:
-        """Identifies the weights: card path + weights hash."""
-        return self.checkpoint.card.ident
+        """Identifies the weights and the twin: card path + weights hash + twin kind."""
+        return f"{self.checkpoint.card.ident}:{self.twin}"
+
+    @property
+    def twin_name(self) -> str:
+        return TWIN_NAMES[self.twin]
 
 
 def checkpoint_id(card: Card) -> str:
@@ -62,6 +68,23 @@ def model_pair(ckpt_id: str) -> ModelPair:
     card_path = ckpt_id.rsplit(":", 1)[0]
     ckpt = CheckpointStore().load_file(card_path)
     return ModelPair(ckpt, ckpt.random_twin())
+
+
+@st.cache_resource(
+    max_entries=8, show_spinner="Calibrating the random twin's BatchNorm statistics..."
+)
+def _twin(ckpt_id: str, kind: str, dkey: str, _data: DataConfig) -> RotationNet:
+    return random_twin_of(model_pair(ckpt_id).checkpoint, kind, runtime(), _data)
+
+
+def pair_with_twin(card: Card, kind: str, data: DataConfig) -> ModelPair:
+    """The checkpoint and its random twin of that kind; data: where its training images are
+    on this machine (the calibrated twin recomputes its BatchNorm statistics on them)."""
+    ckpt_id = checkpoint_id(card)
+    pair = model_pair(ckpt_id)
+    if kind == "initial":
+        return pair
+    return ModelPair(pair.checkpoint, _twin(ckpt_id, kind, data_key(data), data), kind)
 
 
 def data_key(cfg: DataConfig) -> str:

@@ -29,13 +29,16 @@ SANITY_PERCENTILE = 95.0  # Q along the cascade at a scale-free threshold
 
 
 @st.cache_data(max_entries=32, show_spinner="Evaluating rotation accuracy per test image...")
-def accuracy_intervals(ckpt_id: str, dkey: str, _cfg: DataConfig) -> pd.DataFrame:
+def accuracy_intervals(
+    pair_id: str, dkey: str, _pair: cached.ModelPair, _cfg: DataConfig
+) -> pd.DataFrame:
     """Rotation accuracy (%) of the trained net and its twin, mean [95% CI] over test images,
     paired difference and Wilcoxon p: the display strings, then the numeric columns that
     ``rotviz study`` writes (rotviz.evaluate.accuracy_comparison for both)."""
-    pair = cached.model_pair(ckpt_id)
     _, test = cached.split(dkey, _cfg)
-    cmp, _ = accuracy_comparison([pair.checkpoint], test.images, cached.runtime())
+    cmp, _ = accuracy_comparison(
+        [_pair.checkpoint], test.images, cached.runtime(), twins=[_pair.random]
+    )
     shown = {f"{k} (%)" if k != "p (Wilcoxon)" else k: v for k, v in cmp.row().items()}
     return pd.DataFrame([{**shown, "test images": cmp.trained.n, **cmp.numbers()}])
 

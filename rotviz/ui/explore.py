@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from rotviz.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.figures import sweep_plotly, trained_vs_random_figure
 from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold, format_q
 from rotviz.published import study_lambda
@@ -40,6 +41,22 @@ MODES = {
     "percentile": "percentile of the map",
     "box-area": "box area (as many pixels as the boxes)",
 }
+
+
+def twin_select(key: str) -> str:
+    """Which random twin to compare with (default: calibrated BatchNorm statistics)."""
+    return st.radio(
+        "Random twin",
+        list(TWINS),
+        index=list(TWINS).index(DEFAULT_TWIN),
+        format_func=TWIN_NAMES.get,
+        horizontal=True,
+        key=f"{key}-twin",
+        help="The same network untrained. Initial statistics: BatchNorm as initialised (mean 0, "
+        "variance 1), the study's baseline; its gradients are orders of magnitude smaller, so "
+        "at an absolute λ it scores 0 by construction. Calibrated: the same weights with "
+        "BatchNorm statistics recomputed on the training images.",
+    )
 
 
 def lambda_options() -> list[float]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from rotviz.batchnorm import TWIN_NAMES
 from rotviz.checkpoint import Card
 from rotviz.config import DataConfig
 from rotviz.goodness import GoodnessRun, goodness_comparison, goodness_run, sweeps
@@ -28,6 +29,7 @@ from rotviz.ui import cached
 # The columns the page shows (the export keeps the numeric ones too).
 DISPLAY_COLUMNS = (
     "threshold",
+    "random twin",
     "Q trained, mean [95% CI] (%)",
     "Q random twin, mean [95% CI] (%)",
     "difference (%)",
@@ -48,6 +50,7 @@ class LayerRun:
     dkey: str
     cfg: DataConfig
     maps: tuple[np.ndarray, np.ndarray]
+    twin: str
 
     @property
     def layer(self) -> str:
@@ -56,15 +59,16 @@ class LayerRun:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _split_maps(
-    ckpt_id: str,
+    pair_id: str,
     dkey: str,
     sal_key: str,
+    _pair: cached.ModelPair,
     _cfg: DataConfig,
     _sal: SaliencyConfig,
     _progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Trained and random maps (N, S, S) of every test image, exactly as rotviz.goodness computes them."""
-    pair = cached.model_pair(ckpt_id)
+    pair = _pair
     _, split = cached.split(dkey, _cfg)
     return checkpoint_maps(
         pair.checkpoint, split.images, _sal, cached.runtime(), twin=pair.random, progress=_progress
@@ -75,13 +79,15 @@ def layer_run(
     card: Card,
     cfg: DataConfig,
     sal: SaliencyConfig,
+    twin: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> LayerRun:
     """The maps of a checkpoint's test images (cached across reruns) for one saliency setting."""
     view_cfg = cached.viewing_config(card, cfg)
     dkey = cached.data_key(view_cfg)
-    maps = _split_maps(cached.checkpoint_id(card), dkey, sal.key(), view_cfg, sal, progress)
-    return LayerRun(card, sal, dkey, view_cfg, maps)
+    pair = cached.pair_with_twin(card, twin, cfg)
+    maps = _split_maps(pair.ident, dkey, sal.key(), pair, view_cfg, sal, progress)
+    return LayerRun(card, sal, dkey, view_cfg, maps, twin)
 
 
 def threshold_for(mode: str, value: float | None, model: str, layer: str) -> Threshold:
@@ -99,7 +105,9 @@ def scored(res: LayerRun, threshold: Threshold) -> GoodnessRun:
     """The core's goodness run (per-image rows and summary) of cached maps at one threshold."""
     pair = cached.model_pair(cached.checkpoint_id(res.card))
     _, split = cached.split(res.dkey, res.cfg)
-    return goodness_run(pair.checkpoint, split, res.sal, threshold, maps=res.maps)
+    return goodness_run(
+        pair.checkpoint, split, res.sal, threshold, maps=res.maps, twin_name=TWIN_NAMES[res.twin]
+    )
 
 
 def published_cell(res: LayerRun, threshold: Threshold) -> tuple[float | None, str]:
@@ -137,6 +145,7 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
                 "layer": res.layer,
                 **res.card.recipe.columns(),
                 "threshold": threshold.describe(),
+                "random twin": TWIN_NAMES[res.twin],
                 "Q trained, mean [95% CI] (%)": cmp.trained.format(),
                 "Q random twin, mean [95% CI] (%)": cmp.random.format(),
                 "difference (%)": cmp.difference.format(),

@@ -108,9 +108,17 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "dataset": ds,
                     "model": model,
                     "ours, trained (%)": _percent(card.test_accuracy("trained")) if card else None,
-                    "ours, random twin (%)": _percent(card.test_accuracy("random"))
+                    "ours, random twin, initial statistics (%)": _percent(
+                        card.test_accuracy("random")
+                    )
                     if card
                     else None,
+                    "ours, random twin, calibrated statistics (%)": _percent(
+                        card.test_accuracy("random_calibrated")
+                    )
+                    if card
+                    else None,
+                    "precise BN": ("yes" if card.precise_bn else "no") if card else None,
                     "published, trained (%)": published,
                     "epochs": card.epochs_done if card else None,
                     "seed": card.recipe.seed if card else None,
@@ -122,7 +130,10 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
         {
             **c.recipe.columns(),
             "accuracy, trained (%)": _percent(c.test_accuracy("trained")),
-            "accuracy, random twin (%)": _percent(c.test_accuracy("random")),
+            "accuracy, random twin, initial statistics (%)": _percent(c.test_accuracy("random")),
+            "accuracy, random twin, calibrated statistics (%)": _percent(
+                c.test_accuracy("random_calibrated")
+            ),
             "chance (%)": 100 / len(c.recipe.rotations),
             "why not beside the study": "; ".join(c.recipe.deviations())
             or "an older network of the same recipe",
