@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rotviz import distributed, download, figures, neurons, probe_cli
-from rotviz.batchnorm import TWIN_NAMES, TWINS
+from rotviz.batchnorm import TWIN_NAMES
 from rotviz.checkpoint import Checkpoint
 from rotviz.cli_options import (
     add_data_options,
@@ -175,10 +175,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
     ckpt = served_network(args, data, tcfg, runtime)
     _, test = load_split(data, "test")
+    # the keys the card uses: "random" is the twin with initial statistics
     nets = {
         "trained": ckpt.model,
-        **{TWIN_NAMES[k]: random_twin_of(ckpt, k, runtime, data) for k in TWINS},
+        "random": random_twin_of(ckpt, "initial", runtime, data),
+        "random_calibrated": random_twin_of(ckpt, "calibrated", runtime, data),
     }
+    names = {"trained": "trained", "random": TWIN_NAMES["initial"]}
+    names["random_calibrated"] = TWIN_NAMES["calibrated"]
     evals = {
         who: rotation_accuracy(m, test.images, ckpt.rotations, runtime) for who, m in nets.items()
     }
@@ -199,7 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         per = ", ".join(
             f"{d}°: {a:.1%}" for d, a in zip(ev.rotations_degrees, ev.per_rotation, strict=True)
         )
-        print(f"{who}: test accuracy {ev.accuracy:.1%}  ({per})")
+        print(f"{names[who]}: test accuracy {ev.accuracy:.1%}  ({per})")
         print("    confusion (rows true, columns predicted):")
         for deg, row in zip(ev.rotations_degrees, ev.confusion, strict=True):
             print(f"    {deg:>4}° " + " ".join(f"{v:6d}" for v in row))

@@ -18,18 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 CELL = re.compile(r"^(-?\d+\.\d) \[(-?\d+\.\d), (-?\d+\.\d)\]$")
 
 
-def demo_study(**train):
+def demo_study(twin: str = "initial", **train):
     return study_from_dict(
         {
             "models": ["six_layer"],
             "train": {"epochs": 1, "batch_size": 32, **train},
             "datasets": {"demo": {}},
+            "twin": twin,
         },
         REPO,
     )
 
 
 def test_accuracy_table_shows_intervals_and_a_paired_p(demo_store):
+    """With the study's twin (initial statistics); the calibrated one: tests/test_one_path.py."""
     store, data, train, ckpt = demo_store
     df = accuracy_table(demo_study(), store, "cpu", log=lambda m: None)
     assert list(df.index) == [
