@@ -16,24 +16,29 @@ from tqdm import tqdm
 
 from rotviz import distributed, download, figures, neurons, probe_cli
 from rotviz.cli_options import (
+    add_checkpoint_option,
     add_data_options,
     add_run_options,
+    add_store_option,
     add_train_options,
+    checkpoint_store,
     data_config,
     log,
+    network,
     run_config,
+    served_train_config,
     train_config,
 )
 from rotviz.errors import RotvizError
 from rotviz.goodness import goodness_run, sweeps
 from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
-from rotviz.pipeline import evaluate_pair, load_split, train_or_load
+from rotviz.pipeline import evaluate_pair, load_split, provenance, train_or_load
 from rotviz.published import default_threshold
 from rotviz.runs import probe_and_sanity_tables
 from rotviz.runtime import as_runtime
 from rotviz.saliency import SaliencyConfig
-from rotviz.store import DEFAULT_STORE, CheckpointStore, cards_table
+from rotviz.store import cards_table
 from rotviz.study import Study, accuracy_table, goodness_tables, load_study, resolve_categories
 from rotviz.tables import FORMATS, format_table, percent
 
@@ -50,10 +55,11 @@ EXAMPLES = """examples:
 
 def cmd_train(args: argparse.Namespace) -> int:
 
+    data, store = data_config(args), checkpoint_store(args)
     outcome = train_or_load(
-        data_config(args),
-        train_config(args),
-        CheckpointStore(args.store),
+        data,
+        served_train_config(args, data, store),
+        store,
         as_runtime(run_config(args)),
         on_step=step_progress_bar(args.batch_size),
         log=log,
@@ -131,16 +137,22 @@ def _duration(seconds: float) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
 
-    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
-    outcome = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log)
+    runtime = as_runtime(run_config(args))
+    ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
-    trained, random = evaluate_pair(outcome.checkpoint.model, test, tcfg, runtime)
+    trained, random = evaluate_pair(ckpt.model, test, ckpt.train_config, runtime)
     if not distributed.is_main():
         return 0
+    where = provenance(ckpt, data)
+    print(
+        f"network {where['network']}, data {where['data']}"
+        + (" (cross-dataset: not the network's own test split)" if where["cross_dataset"] else "")
+    )
     result = {
-        "checkpoint": outcome.checkpoint.name,
+        "checkpoint": ckpt.name,
+        **where,
         "dataset": data.dataset,
-        "model": tcfg.model,
+        "model": ckpt.card.model,
         "n_test_images": len(test),
         "trained": trained.to_dict(),
         "random": random.to_dict(),
@@ -179,7 +191,7 @@ def cmd_accuracy_table(args: argparse.Namespace) -> int:
     datasets = args.datasets.split(",") if args.datasets else None
     models = args.models.split(",") if args.models else None
     runtime = as_runtime(run_config(args))
-    df = accuracy_table(study, CheckpointStore(args.store), runtime, log, datasets, models)
+    df = accuracy_table(study, checkpoint_store(args), runtime, log, datasets, models)
     text = format_table(df, args.format, caption="Test rotation accuracy (%)")
     print(text)
     if args.out and distributed.is_main():
@@ -189,8 +201,8 @@ def cmd_accuracy_table(args: argparse.Namespace) -> int:
 
 def cmd_saliency(args: argparse.Namespace) -> int:
 
-    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
-    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log).checkpoint
+    runtime = as_runtime(run_config(args))
+    ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     sal = SaliencyConfig(
         layer=args.layer,
         neurons=args.neurons,
@@ -201,7 +213,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     threshold = (
         parse_threshold(args.threshold)
         if args.threshold
-        else default_threshold(args.layer, tcfg.model)
+        else default_threshold(args.layer, ckpt.card.model)
     )
     ds, test = load_split(data, "test")
     keep = resolve_categories(ds, [c for c in (args.box_categories or "").split(",") if c])
@@ -227,7 +239,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    run.rows.to_csv(out / "goodness.csv", index=False)
+    where = provenance(ckpt, data)
+    run.rows.assign(**where).to_csv(out / "goodness.csv", index=False)
     if args.save_maps:
         np.savez_compressed(
             out / "maps.npz",
@@ -245,7 +258,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         figures.save_figure(fig, out / "sweep", formats=args.figure_formats.split(","))
     summary = {
         **run.summary,
-        "settings": {"data": vars(data), "train": vars(tcfg)},
+        **where,
+        "settings": {"data": vars(data), "train": vars(ckpt.train_config)},
         "card": ckpt.card.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -283,9 +297,12 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
-    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
+    data, runtime = data_config(args), as_runtime(run_config(args))
     device = runtime.device
-    ckpt = train_or_load(data, tcfg, CheckpointStore(args.store), runtime, log=log).checkpoint
+    store = checkpoint_store(args)
+    ckpt = train_or_load(
+        data, served_train_config(args, data, store), store, runtime, log=log
+    ).checkpoint
     _, test = load_split(data, "test")
     files = [r.relpath for r in test.records]
     out = Path(args.out)
@@ -359,7 +376,7 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     tables = goodness_tables(
         study,
-        CheckpointStore(args.store),
+        checkpoint_store(args),
         as_runtime(run_config(args)),
         log,
         args.models.split(",") if args.models else None,
@@ -377,7 +394,7 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
 
-    study, store = load_study(args.study), CheckpointStore(args.store)
+    study, store = load_study(args.study), checkpoint_store(args)
     run = as_runtime(run_config(args))
     tables = {"accuracy": accuracy_table(study, store, run, log)}
     captions = {"accuracy": "Test rotation accuracy (%)"}
@@ -408,7 +425,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
 
-    df = cards_table(CheckpointStore(args.store).cards())
+    df = cards_table(checkpoint_store(args).cards())
     if df.empty:
         print(f"no checkpoints in {args.store}")
         return 0
@@ -452,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     p.add_argument("--json", help="write the results to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -473,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     g = p.add_argument_group("saliency")
     g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
     g.add_argument(
@@ -542,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--out", help="also write the tables to this file")
     add_run_options(p)
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    add_store_option(p)
     p.set_defaults(func=cmd_goodness_table)
 
     p = sub.add_parser(
@@ -553,11 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--out", help="also write each table to this folder (accuracy.md, ...)")
     add_run_options(p)
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    add_store_option(p)
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("checkpoints", help="list the checkpoints in the store")
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    add_store_option(p)
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.set_defaults(func=cmd_checkpoints)
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
+from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.distributed import is_main
+from rotviz.pipeline import stored_epochs, train_or_load
 from rotviz.rotation import parse_rotations
-from rotviz.runtime import RunConfig
-from rotviz.store import DEFAULT_STORE
+from rotviz.runtime import RunConfig, Runtime
+from rotviz.store import CheckpointStore, default_store, load_checkpoint
 
 
 def add_data_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
@@ -66,7 +69,12 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
             help="six_layer, efficientnet_b0, mobilenet_v2 or any timm name",
         )
     d = TrainConfig()
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default: the stored network of this recipe with the most epochs, else {d.epochs}",
+    )
     g.add_argument(
         "--batch-size",
         type=int,
@@ -102,9 +110,7 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
         help="train on shuffled rotation labels (data-randomisation baseline)",
     )
     add_run_options(g)
-    g.add_argument(
-        "--store", default=str(DEFAULT_STORE), help=f"checkpoint folder (default {DEFAULT_STORE})"
-    )
+    add_store_option(g)
     g.add_argument(
         "--half", action="store_true", help="store weights in float16 (loaded back as float32)"
     )
@@ -127,6 +133,20 @@ def add_run_options(g: argparse._ActionsContainer) -> None:
         action="store_true",
         help="under torchrun on CUDA: SyncBatchNorm (default: BatchNorm statistics per rank)",
     )
+
+
+def add_store_option(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--store",
+        default=None,
+        help="folder new networks are written to (default $ROTVIZ_STORE, else "
+        "~/.cache/rotviz/checkpoints); the shipped networks are always read too",
+    )
+
+
+def checkpoint_store(args: argparse.Namespace) -> CheckpointStore:
+    """The store of --store (or the user's default), which also reads the shipped networks."""
+    return CheckpointStore(args.store, shipped=True) if args.store else default_store()
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -166,7 +186,7 @@ def train_config(args: argparse.Namespace, model: str | None = None) -> TrainCon
     return TrainConfig(
         model=model or args.model,
         rotations=parse_rotations(args.rotations),
-        epochs=args.epochs,
+        epochs=TrainConfig().epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         momentum=args.momentum,
@@ -175,6 +195,48 @@ def train_config(args: argparse.Namespace, model: str | None = None) -> TrainCon
         seed=args.seed,
         shuffle_labels=args.shuffle_labels,
     )
+
+
+def served_train_config(
+    args: argparse.Namespace, data: DataConfig, store: CheckpointStore
+) -> TrainConfig:
+    """train_config(args); without --epochs, the epochs of the stored network of this recipe
+    with the most (said in the log), else TrainConfig's default (said too)."""
+    tcfg = train_config(args)
+    if args.epochs is not None:
+        return tcfg
+    epochs = stored_epochs(data, tcfg, store)
+    if epochs is None:
+        log(f"no --epochs and no stored network of this recipe: training {tcfg.epochs} epochs")
+        return tcfg
+    log(f"no --epochs: serving the stored network with {epochs} epochs")
+    return dataclasses.replace(tcfg, epochs=epochs)
+
+
+def add_checkpoint_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument(
+        "--checkpoint",
+        metavar="REF",
+        default=None,
+        help="apply this network (a name from `python -m rotviz checkpoints`, or a path to its "
+        ".safetensors with its card) to the --dataset data, instead of the one trained on it",
+    )
+
+
+def network(
+    args: argparse.Namespace, data: DataConfig, store: CheckpointStore, runtime: Runtime
+) -> tuple[Checkpoint, DataConfig]:
+    """The network a command runs and the data it runs on: --checkpoint's network on the
+    --dataset data (preprocessed as that network was trained), else the network of --dataset
+    and the training options (from the store, or trained now)."""
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint, store)
+        own = ckpt.data_config
+        data = dataclasses.replace(data, image_size=own.image_size, resize=own.resize)
+        log(f"network {ckpt.name} (trained on {ckpt.card.dataset}), data {data.dataset}")
+        return ckpt, data
+    tcfg = served_train_config(args, data, store)
+    return train_or_load(data, tcfg, store, runtime, log=log).checkpoint, data
 
 
 def log(msg: str) -> None:
