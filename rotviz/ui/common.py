@@ -149,11 +149,13 @@ def dataset_select(key: str, label: str = "Dataset") -> str:
     )
 
 
-def checkpoint_select(key: str, dataset: str | None = None) -> Card | None:
-    """Pick a finished checkpoint from the store (optionally of one dataset); its card or None."""
+def checkpoint_select(key: str, dataset: str | None = None, others: bool = False) -> Card | None:
+    """Pick a finished checkpoint from the store (optionally of one dataset; with others, those
+    trained on it first, then every other one, labelled "trained on X"); its card or None."""
     cards = store().cards()
     if dataset is not None:
-        cards = [c for c in cards if c.dataset == dataset]
+        own = [c for c in cards if c.dataset == dataset]
+        cards = own + [c for c in cards if c.dataset != dataset] if others else own
     if not cards:
         where = f" for {dataset}" if dataset else ""
         st.info(
@@ -164,7 +166,11 @@ def checkpoint_select(key: str, dataset: str | None = None) -> Card | None:
     path = st.selectbox(
         "Checkpoint",
         list(by_path),
-        format_func=lambda p: by_path[p].label(),
+        format_func=lambda p: (
+            by_path[p].label()
+            + ("" if by_path[p].dataset == dataset else f" — trained on {by_path[p].dataset}")
+            + (" [shipped]" if by_path[p].origin == "shipped" else "")
+        ),
         key=key,
         help="Finished checkpoints in the store, by recipe; rotation accuracy is on the test split.",
     )
