@@ -16,7 +16,6 @@ Single-threaded torch (torch.set_num_threads(1)) for 1, to be comparable across 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import subprocess
@@ -37,21 +36,17 @@ from rotviz.models import STUDY_MODELS, build_model, random_twin  # noqa: E402
 from rotviz.pipeline import load_split  # noqa: E402
 from rotviz.rotation import normalize  # noqa: E402
 from rotviz.saliency import AllNeurons, trained_and_random_maps  # noqa: E402
-from rotviz.store import CheckpointStore  # noqa: E402
+from rotviz.store import default_store, load_checkpoint  # noqa: E402
 from rotviz.ui.render import threshold_view  # noqa: E402
 
 GOAL_THRESHOLD_MS = 100.0
 GOAL_FIRST_PAGE_S = 10.0
 
 
-def store_root() -> Path:
-    return Path(os.environ.get("ROTVIZ_STORE", REPO / "checkpoints"))
-
-
 def model_for(name: str) -> tuple[torch.nn.Module, str]:
-    cards = [c for c in CheckpointStore(store_root()).cards() if c.model == name]
+    cards = [c for c in default_store().cards() if c.model == name]
     if cards:
-        ckpt = CheckpointStore().load_file(cards[0].path)
+        ckpt = load_checkpoint(cards[0].path)
         return ckpt.model, f"checkpoint {cards[0].name}"
     return build_model(name, 4, 0).eval(), "random weights (no checkpoint in the store)"
 
@@ -93,10 +88,9 @@ def threshold_latency(repeats: int) -> None:
 def apptest_latency(repeats: int) -> None:
     from streamlit.testing.v1 import AppTest
 
-    if not CheckpointStore(store_root()).cards():
+    if not default_store().cards():
         print("2. AppTest rerun: skipped, the store has no checkpoint")
         return
-    os.environ["ROTVIZ_STORE"] = str(store_root())
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600)
     at.run()
     at.switch_page("pages/saliency.py").run()
@@ -176,7 +170,9 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"store: {store_root()}, torch threads: 1, CUDA: {torch.cuda.is_available()}")
+    print(
+        f"store: {default_store().describe()}, torch threads: 1, CUDA: {torch.cuda.is_available()}"
+    )
     threshold_latency(args.repeats)
     apptest_latency(min(args.repeats, 20))
     first_page(not args.no_browser)

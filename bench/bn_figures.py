@@ -1,6 +1,6 @@
 """Precise BatchNorm on the shipped checkpoints: accuracy before/after, the twins' gradient scale, Q.
 
-For every checkpoint in checkpoints/ (LFW ones only when the LFW excerpt is present):
+For every checkpoint in rotviz/shipped/ (LFW ones only when the LFW excerpt is present):
 test rotation accuracy with running statistics as shipped, with batch statistics, and after
 precise_bn on the training split; the largest saliency value (rotation layer, all neurons,
 mean over the four rotations) on the demo photos with boxes for the trained network and
@@ -31,7 +31,7 @@ from rotviz.metrics import Absolute, Percentile, goodness, mean_goodness
 from rotviz.pipeline import load_split
 from rotviz.rotation import normalize
 from rotviz.saliency import SaliencyConfig
-from rotviz.store import CheckpointStore
+from rotviz.store import SHIPPED_STORE, CheckpointStore
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_LAMBDA = {"efficientnet_b0": 8e-3, "mobilenet_v2": 8e-3, "six_layer": 8e-4}
@@ -61,7 +61,7 @@ def q_scores(maps: np.ndarray, masks: np.ndarray, lam: float) -> dict[str, float
 
 
 def measure(card: dict, lfw: Path | None, n_images: int, max_test: int | None) -> dict:
-    ckpt = CheckpointStore(REPO / "checkpoints").load(card.name)
+    ckpt = CheckpointStore(SHIPPED_STORE).load(card.name)
     data = ckpt.data_config
     if data.dataset == "lfw":
         data = dataclasses.replace(data, root=str(lfw))
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--json", default="bn_figures.json")
     args = ap.parse_args()
     lfw = Path(args.lfw)
-    cards = CheckpointStore(REPO / "checkpoints").cards()
+    cards = CheckpointStore(SHIPPED_STORE).cards()
     if not lfw.exists():
         print(f"no LFW excerpt at {lfw}: the LFW checkpoints are left out (give --lfw)")
     cards = [c for c in cards if c.dataset == "demo" or lfw.exists()]

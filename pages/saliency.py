@@ -41,10 +41,17 @@ with common.shown_errors("the saliency page"):
     with c1:
         dataset = common.dataset_select("sal_dataset")
     with c2:
-        card = common.checkpoint_select("sal_ckpt", dataset)
+        card = common.checkpoint_select("sal_ckpt", dataset, others=True)
     if card is None:
         st.stop()
-    cfg = cached.viewing_config(card, common.with_local_paths(card.data_config))
+    cross = card.dataset != dataset  # viewing_config: the network's own preprocessing either way
+    data = common.data_config(dataset) if cross else common.with_local_paths(card.data_config)
+    if cross:
+        st.caption(
+            f"Cross-dataset: network {card.name} (trained on {card.dataset}), "
+            f"data {dataset} test split; not the network's own test split."
+        )
+    cfg = cached.viewing_config(card, data)
     _, split = cached.split(cached.data_key(cfg), cfg)
 
     only_boxed = st.checkbox("Only images with boxes (Q needs boxes)", value=True, key="sal_boxed")
@@ -95,6 +102,8 @@ with common.shown_errors("the saliency page"):
         "dataset": dataset,
         "checkpoint": card.name,
         "twin": pair.twin_name,
+        "trained on": card.dataset,
+        "cross_dataset": cross,
         "image": split.records[index].relpath,
         **sal_cfg.__dict__,
     }

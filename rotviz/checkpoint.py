@@ -16,6 +16,8 @@ from typing import Any
 from rotviz.config import ALL_ROTATIONS, IMAGE_SIZE, DataConfig, TrainConfig
 from rotviz.models import RotationNet, random_twin
 
+SHIPPED_STORE = Path(__file__).parent / "shipped"  # the networks that ship with rotviz (read-only)
+
 
 @dataclass
 class EpochResult:
@@ -214,6 +216,17 @@ class Card:
     def test_eval(self, network: str = "trained") -> dict[str, Any] | None:
         """The recorded test evaluation (accuracy, per rotation, confusion) of one network."""
         return self.raw.get("metrics", {}).get("test", {}).get(network)
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return str(self.raw.get("dataset_fingerprint", ""))
+
+    @property
+    def origin(self) -> str:
+        """ "shipped" (read-only, inside the package) or "yours" (the user's store), from its path."""
+        if self.path is not None and self.path.parent.resolve() == SHIPPED_STORE.resolve():
+            return "shipped"
+        return "yours"
 
     @property
     def ident(self) -> str:

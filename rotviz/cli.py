@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -16,15 +14,21 @@ from tqdm import tqdm
 
 from rotviz import distributed, download, figures, neurons, probe_cli
 from rotviz.batchnorm import TWIN_NAMES
-from rotviz.checkpoint import Checkpoint
 from rotviz.cli_options import (
+    add_checkpoint_option,
     add_data_options,
     add_run_options,
+    add_store_option,
     add_train_options,
+    checkpoint_store,
     data_config,
     log,
+    network,
+    own_data,
     precise_bn_images,
     run_config,
+    served_train_config,
+    step_progress_bar,
     train_config,
 )
 from rotviz.errors import RotvizError
@@ -34,8 +38,8 @@ from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
 from rotviz.pipeline import (
     load_split,
+    provenance,
     random_twin_of,
-    recalibrate,
     train_or_load,
     train_statistics,
 )
@@ -43,7 +47,7 @@ from rotviz.published import default_threshold
 from rotviz.runs import probe_and_sanity_tables
 from rotviz.runtime import as_runtime
 from rotviz.saliency import SaliencyConfig
-from rotviz.store import DEFAULT_STORE, CheckpointStore, cards_table
+from rotviz.store import cards_table
 from rotviz.study import Study, accuracy_table, goodness_tables, load_study, resolve_categories
 from rotviz.tables import FORMATS, format_table, percent
 
@@ -60,10 +64,11 @@ EXAMPLES = """examples:
 
 def cmd_train(args: argparse.Namespace) -> int:
 
+    data, store = data_config(args), checkpoint_store(args)
     outcome = train_or_load(
-        data_config(args),
-        train_config(args),
-        CheckpointStore(args.store),
+        data,
+        served_train_config(args, data, store),
+        store,
         as_runtime(run_config(args)),
         on_step=step_progress_bar(args.batch_size),
         log=log,
@@ -90,110 +95,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def step_progress_bar(batch_size: int, stream=None, clock=None):
-    """Training progress on stderr, rank 0 only: a tqdm bar per epoch on a terminal; in a log
-    file or pipe, one line every ROTVIZ_PROGRESS_EVERY_S seconds (default 30) with images
-    done, speed and time left."""
-
-    stream = stream or sys.stderr
-    clock = clock or time.monotonic
-    try:
-        every = float(os.environ.get("ROTVIZ_PROGRESS_EVERY_S", "30"))
-    except ValueError:
-        raise RotvizError("ROTVIZ_PROGRESS_EVERY_S must be a number of seconds") from None
-    terminal = stream.isatty()
-    state: dict = {}
-
-    def progress_line(p) -> None:  # p: rotviz.train.StepProgress
-        now, step = clock(), p.epoch * p.steps + p.step
-        # the speed is measured from the end of this process's first step (no start-up costs)
-        start_time, start_step = state.setdefault("start", (now, step))
-        if step == start_step or now - state.get("printed", start_time) < every:
-            return
-        state["printed"] = now
-        rate = (step - start_step) / max(now - start_time, 1e-9)  # steps per second
-        left_epoch = (p.steps - p.step) / rate
-        left_run = left_epoch + (p.epochs - p.epoch - 1) * p.steps / rate
-        print(
-            f"[rotviz] epoch {p.epoch + 1}/{p.epochs}: step {p.step}/{p.steps} "
-            f"(about {p.step * batch_size} images), "
-            f"{rate * batch_size:.1f} images/s, {_duration(left_epoch)} left in the epoch, "
-            f"{_duration(left_run)} in the run; loss {p.loss:.3f}, batch accuracy {p.accuracy:.0%}",
-            file=stream,
-            flush=True,
-        )
-
-    def progress_bar(p) -> None:  # p: rotviz.train.StepProgress
-        if state.get("epoch") != p.epoch:
-            if "bar" in state:
-                state["bar"].close()
-            desc = f"epoch {p.epoch + 1}/{p.epochs}"
-            state.update(
-                epoch=p.epoch, bar=tqdm(total=p.steps, desc=desc, file=stream, leave=False)
-            )
-        bar = state["bar"]
-        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.0%}", refresh=False)
-        bar.update(p.step - bar.n)
-        if p.step == p.steps:
-            bar.close()
-
-    def on_step(p) -> None:
-        if distributed.is_main():
-            (progress_bar if terminal else progress_line)(p)
-
-    return on_step
-
-
-def _duration(seconds: float) -> str:
-    """Seconds as H:MM:SS or M:SS."""
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def served_network(args: argparse.Namespace, data, tcfg, runtime) -> Checkpoint:
-    """The network a command works on: from the store or trained (precise BatchNorm statistics
-    after training unless --no-precise-bn); --precise-bn N given explicitly also recomputes them,
-    in memory, for a stored network trained without them (and says so)."""
-    ckpt = train_or_load(
-        data,
-        tcfg,
-        CheckpointStore(args.store),
-        runtime,
-        on_step=step_progress_bar(tcfg.batch_size),
-        log=log,
-        precise_bn=precise_bn_images(args),
-    ).checkpoint
-    if args.precise_bn is not None and not args.no_precise_bn and not ckpt.card.precise_bn:
-        _, train_split = load_split(data, "train")
-        recalibrate(ckpt.model, train_split.images, tcfg, runtime, args.precise_bn or None, log)
-        log("(in memory only: the stored checkpoint keeps its running statistics)")
-    return ckpt
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
-    ckpt = served_network(args, data, tcfg, runtime)
+    runtime = as_runtime(run_config(args))
+    ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
+    own = own_data(ckpt, data)
     # the keys the card uses: "random" is the twin with initial statistics
-    nets = {
-        "trained": ckpt.model,
-        "random": random_twin_of(ckpt, "initial", runtime, data),
-        "random_calibrated": random_twin_of(ckpt, "calibrated", runtime, data),
-    }
+    nets = {"trained": ckpt.model, "random": random_twin_of(ckpt, "initial", runtime)}
+    try:
+        nets["random_calibrated"] = random_twin_of(ckpt, "calibrated", runtime, own)
+    except RotvizError as err:
+        log(f"no calibrated random twin: {err}")
     names = {"trained": "trained", "random": TWIN_NAMES["initial"]}
     names["random_calibrated"] = TWIN_NAMES["calibrated"]
     evals = {
         who: rotation_accuracy(m, test.images, ckpt.rotations, runtime) for who, m in nets.items()
     }
-    _, train_split = load_split(data, "train")
-    gap = train_statistics(ckpt.model, train_split.images, tcfg, runtime)
+    gap = None
+    if own is not None:
+        _, train_split = load_split(own, "train")
+        gap = train_statistics(ckpt.model, train_split.images, ckpt.train_config, runtime)
     if not distributed.is_main():
         return 0
+    where = provenance(ckpt, data)
+    print(
+        f"network {where['network']}, data {where['data']}"
+        + (" (cross-dataset: not the network's own test split)" if where["cross_dataset"] else "")
+    )
     result = {
         "checkpoint": ckpt.name,
+        **where,
         "dataset": data.dataset,
-        "model": tcfg.model,
+        "model": ckpt.card.model,
         "precise_bn": ckpt.card.precise_bn,
         "n_test_images": len(test),
         "train_accuracy_eval_mode": gap,
@@ -207,12 +140,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("    confusion (rows true, columns predicted):")
         for deg, row in zip(ev.rotations_degrees, ev.confusion, strict=True):
             print(f"    {deg:>4}° " + " ".join(f"{v:6d}" for v in row))
-    print(
-        f"training accuracy in eval mode: {gap['running_statistics']:.1%} on "
-        f"{gap['n_images']} training images (with batch statistics {gap['batch_statistics']:.1%})"
-    )
-    if gap["warning"]:
-        log(f"warning: {gap['warning']}")
+    if gap is not None:
+        print(
+            f"training accuracy in eval mode: {gap['running_statistics']:.1%} on "
+            f"{gap['n_images']} training images (with batch statistics "
+            f"{gap['batch_statistics']:.1%})"
+        )
+        if gap["warning"]:
+            log(f"warning: {gap['warning']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         log(f"wrote {args.json}")
@@ -239,7 +174,7 @@ def cmd_accuracy_table(args: argparse.Namespace) -> int:
     datasets = args.datasets.split(",") if args.datasets else None
     models = args.models.split(",") if args.models else None
     runtime = as_runtime(run_config(args))
-    df = accuracy_table(study, CheckpointStore(args.store), runtime, log, datasets, models)
+    df = accuracy_table(study, checkpoint_store(args), runtime, log, datasets, models)
     text = format_table(df, args.format, caption="Test rotation accuracy (%)")
     print(text)
     if args.out and distributed.is_main():
@@ -249,8 +184,8 @@ def cmd_accuracy_table(args: argparse.Namespace) -> int:
 
 def cmd_saliency(args: argparse.Namespace) -> int:
 
-    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
-    ckpt = served_network(args, data, tcfg, runtime)
+    runtime = as_runtime(run_config(args))
+    ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     sal = SaliencyConfig(
         layer=args.layer,
         neurons=args.neurons,
@@ -261,7 +196,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     threshold = (
         parse_threshold(args.threshold)
         if args.threshold
-        else default_threshold(args.layer, tcfg.model)
+        else default_threshold(args.layer, ckpt.card.model)
     )
     ds, test = load_split(data, "test")
     keep = resolve_categories(ds, [c for c in (args.box_categories or "").split(",") if c])
@@ -278,7 +213,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         keep,
         not args.no_crowd,
         progress=progress_printer("maps"),
-        twin=random_twin_of(ckpt, args.twin, runtime, data),
+        twin=random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data)),
         twin_name=TWIN_NAMES[args.twin],
     )
     if (
@@ -290,7 +225,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    run.rows.to_csv(out / "goodness.csv", index=False)
+    where = provenance(ckpt, data)
+    run.rows.assign(**where).to_csv(out / "goodness.csv", index=False)
     if args.save_maps:
         np.savez_compressed(
             out / "maps.npz",
@@ -308,7 +244,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         figures.save_figure(fig, out / "sweep", formats=args.figure_formats.split(","))
     summary = {
         **run.summary,
-        "settings": {"data": vars(data), "train": vars(tcfg)},
+        **where,
+        "settings": {"data": vars(data), "train": vars(ckpt.train_config)},
         "card": ckpt.card.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -346,9 +283,10 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
-    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
+    data, runtime = data_config(args), as_runtime(run_config(args))
     device = runtime.device
-    ckpt = served_network(args, data, tcfg, runtime)
+    runtime = as_runtime(run_config(args))
+    ckpt, data = network(args, data, checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
     files = [r.relpath for r in test.records]
     out = Path(args.out)
@@ -422,7 +360,7 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     tables = goodness_tables(
         study,
-        CheckpointStore(args.store),
+        checkpoint_store(args),
         as_runtime(run_config(args)),
         log,
         args.models.split(",") if args.models else None,
@@ -440,7 +378,7 @@ def cmd_goodness_table(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
 
-    study, store = load_study(args.study), CheckpointStore(args.store)
+    study, store = load_study(args.study), checkpoint_store(args)
     run = as_runtime(run_config(args))
     tables = {"accuracy": accuracy_table(study, store, run, log)}
     captions = {"accuracy": "Test rotation accuracy (%)"}
@@ -474,7 +412,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
 
-    df = cards_table(CheckpointStore(args.store).cards())
+    df = cards_table(checkpoint_store(args).cards())
     if df.empty:
         print(f"no checkpoints in {args.store}")
         return 0
@@ -518,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     p.add_argument("--json", help="write the results to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -539,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     g = p.add_argument_group("saliency")
     g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
     g.add_argument(
@@ -608,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--out", help="also write the tables to this file")
     add_run_options(p)
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    add_store_option(p)
     p.set_defaults(func=cmd_goodness_table)
 
     p = sub.add_parser(
@@ -619,11 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--out", help="also write each table to this folder (accuracy.md, ...)")
     add_run_options(p)
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    add_store_option(p)
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("checkpoints", help="list the checkpoints in the store")
-    p.add_argument("--store", default=str(DEFAULT_STORE))
+    add_store_option(p)
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.set_defaults(func=cmd_checkpoints)
 

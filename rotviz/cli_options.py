@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import time
+
+from tqdm import tqdm
 
 from rotviz.batchnorm import DEFAULT_N_IMAGES, DEFAULT_TWIN, TWINS
+from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.distributed import is_main
+from rotviz.errors import RotvizError
+from rotviz.pipeline import load_split, recalibrate, stored_epochs, train_or_load
 from rotviz.rotation import parse_rotations
-from rotviz.runtime import RunConfig
-from rotviz.store import DEFAULT_STORE
+from rotviz.runtime import RunConfig, Runtime
+from rotviz.store import CheckpointStore, default_store, load_checkpoint
 
 
 def add_data_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
@@ -67,7 +75,12 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
             help="six_layer, efficientnet_b0, mobilenet_v2 or any timm name",
         )
     d = TrainConfig()
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default: the stored network of this recipe with the most epochs, else {d.epochs}",
+    )
     g.add_argument(
         "--batch-size",
         type=int,
@@ -124,9 +137,7 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
         "training images, default) or initial (as initialised, the study's baseline)",
     )
     add_run_options(g)
-    g.add_argument(
-        "--store", default=str(DEFAULT_STORE), help=f"checkpoint folder (default {DEFAULT_STORE})"
-    )
+    add_store_option(g)
     g.add_argument(
         "--half", action="store_true", help="store weights in float16 (loaded back as float32)"
     )
@@ -149,6 +160,20 @@ def add_run_options(g: argparse._ActionsContainer) -> None:
         action="store_true",
         help="under torchrun on CUDA: SyncBatchNorm (default: BatchNorm statistics per rank)",
     )
+
+
+def add_store_option(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--store",
+        default=None,
+        help="folder new networks are written to (default $ROTVIZ_STORE, else "
+        "~/.cache/rotviz/checkpoints); the shipped networks are always read too",
+    )
+
+
+def checkpoint_store(args: argparse.Namespace) -> CheckpointStore:
+    """The store of --store (or the user's default), which also reads the shipped networks."""
+    return CheckpointStore(args.store, shipped=True) if args.store else default_store()
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -188,7 +213,7 @@ def train_config(args: argparse.Namespace, model: str | None = None) -> TrainCon
     return TrainConfig(
         model=model or args.model,
         rotations=parse_rotations(args.rotations),
-        epochs=args.epochs,
+        epochs=TrainConfig().epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         momentum=args.momentum,
@@ -206,7 +231,132 @@ def precise_bn_images(args: argparse.Namespace) -> int | None:
     return DEFAULT_N_IMAGES if args.precise_bn is None else args.precise_bn
 
 
+def served_train_config(
+    args: argparse.Namespace, data: DataConfig, store: CheckpointStore
+) -> TrainConfig:
+    """train_config(args); without --epochs, the epochs of the stored network of this recipe
+    with the most (said in the log), else TrainConfig's default (said too)."""
+    tcfg = train_config(args)
+    if args.epochs is not None:
+        return tcfg
+    epochs = stored_epochs(data, tcfg, store)
+    if epochs is None:
+        log(f"no --epochs and no stored network of this recipe: training {tcfg.epochs} epochs")
+        return tcfg
+    log(f"no --epochs: serving the stored network with {epochs} epochs")
+    return dataclasses.replace(tcfg, epochs=epochs)
+
+
+def add_checkpoint_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument(
+        "--checkpoint",
+        metavar="REF",
+        default=None,
+        help="apply this network (a name from `python -m rotviz checkpoints`, or a path to its "
+        ".safetensors with its card) to the --dataset data, instead of the one trained on it",
+    )
+
+
+def network(
+    args: argparse.Namespace, data: DataConfig, store: CheckpointStore, runtime: Runtime
+) -> tuple[Checkpoint, DataConfig]:
+    """The network a command runs and the data it runs on: --checkpoint's network on the
+    --dataset data (preprocessed as that network was trained), else the network of --dataset
+    and the training options (from the store, or trained now, with precise BatchNorm
+    statistics unless --no-precise-bn). --precise-bn N given explicitly also recomputes the
+    statistics, in memory, of a stored network trained without them (and says so)."""
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint, store)
+        trained_on = ckpt.data_config
+        data = dataclasses.replace(data, image_size=trained_on.image_size, resize=trained_on.resize)
+        log(f"network {ckpt.name} (trained on {ckpt.card.dataset}), data {data.dataset}")
+    else:
+        tcfg = served_train_config(args, data, store)
+        ckpt = train_or_load(
+            data,
+            tcfg,
+            store,
+            runtime,
+            on_step=step_progress_bar(tcfg.batch_size),
+            log=log,
+            precise_bn=precise_bn_images(args),
+        ).checkpoint
+    if args.precise_bn and not args.no_precise_bn and not ckpt.card.precise_bn:
+        _, train_split = load_split(own_data(ckpt, data) or ckpt.data_config, "train")
+        recalibrate(
+            ckpt.model, train_split.images, ckpt.train_config, runtime, args.precise_bn, log
+        )
+        log("(in memory only: the stored checkpoint keeps its running statistics)")
+    return ckpt, data
+
+
+def own_data(ckpt: Checkpoint, data: DataConfig) -> DataConfig | None:
+    """data when it is the network's own dataset (its training images are there), else None."""
+    return data if data.dataset == ckpt.card.dataset else None
+
+
 def log(msg: str) -> None:
     """One line on stderr, prefixed [rotviz]; under torchrun only rank 0 speaks."""
     if is_main():  # under torchrun, rank 0 speaks for the job
         print(f"[rotviz] {msg}", file=sys.stderr)
+
+
+def step_progress_bar(batch_size: int, stream=None, clock=None):
+    """Training progress on stderr, rank 0 only: a tqdm bar per epoch on a terminal; in a log
+    file or pipe, one line every ROTVIZ_PROGRESS_EVERY_S seconds (default 30) with images
+    done, speed and time left."""
+
+    stream = stream or sys.stderr
+    clock = clock or time.monotonic
+    try:
+        every = float(os.environ.get("ROTVIZ_PROGRESS_EVERY_S", "30"))
+    except ValueError:
+        raise RotvizError("ROTVIZ_PROGRESS_EVERY_S must be a number of seconds") from None
+    terminal = stream.isatty()
+    state: dict = {}
+
+    def progress_line(p) -> None:  # p: rotviz.train.StepProgress
+        now, step = clock(), p.epoch * p.steps + p.step
+        # the speed is measured from the end of this process's first step (no start-up costs)
+        start_time, start_step = state.setdefault("start", (now, step))
+        if step == start_step or now - state.get("printed", start_time) < every:
+            return
+        state["printed"] = now
+        rate = (step - start_step) / max(now - start_time, 1e-9)  # steps per second
+        left_epoch = (p.steps - p.step) / rate
+        left_run = left_epoch + (p.epochs - p.epoch - 1) * p.steps / rate
+        print(
+            f"[rotviz] epoch {p.epoch + 1}/{p.epochs}: step {p.step}/{p.steps} "
+            f"(about {p.step * batch_size} images), "
+            f"{rate * batch_size:.1f} images/s, {_duration(left_epoch)} left in the epoch, "
+            f"{_duration(left_run)} in the run; loss {p.loss:.3f}, batch accuracy {p.accuracy:.0%}",
+            file=stream,
+            flush=True,
+        )
+
+    def progress_bar(p) -> None:  # p: rotviz.train.StepProgress
+        if state.get("epoch") != p.epoch:
+            if "bar" in state:
+                state["bar"].close()
+            desc = f"epoch {p.epoch + 1}/{p.epochs}"
+            state.update(
+                epoch=p.epoch, bar=tqdm(total=p.steps, desc=desc, file=stream, leave=False)
+            )
+        bar = state["bar"]
+        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.0%}", refresh=False)
+        bar.update(p.step - bar.n)
+        if p.step == p.steps:
+            bar.close()
+
+    def on_step(p) -> None:
+        if is_main():
+            (progress_bar if terminal else progress_line)(p)
+
+    return on_step
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as H:MM:SS or M:SS."""
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +81,38 @@ def find_checkpoint(
         data, train_cfg, checkpoint_key(data, train_cfg, dataset_fingerprint(ds))
     )
     return name, store.load(name)
+
+
+def stored_epochs(data: DataConfig, train_cfg: TrainConfig, store: CheckpointStore) -> int | None:
+    """The most epochs of a finished checkpoint of this recipe (train_cfg at any epoch count) in
+    the store(s), or None. Names are the store's own (checkpoint_key), so nothing can drift."""
+    cards = store.cards()
+    names = {c.name for c in cards}
+    counts = {
+        c.train_config.epochs
+        for c in cards
+        if (c.dataset, c.model) == (data.dataset, train_cfg.model)
+    }
+    if not counts:
+        return None
+    fingerprint = dataset_fingerprint(load_dataset(data))
+    for epochs in sorted(counts, reverse=True):
+        cfg = dataclasses.replace(train_cfg, epochs=epochs)
+        if checkpoint_name(data, cfg, checkpoint_key(data, cfg, fingerprint)) in names:
+            return epochs
+    return None
+
+
+def provenance(ckpt: Checkpoint, data: DataConfig, split: str = "test") -> dict[str, Any]:
+    """Which network and which data a result comes from; cross_dataset: the data is not the
+    network's own dataset (its rows are never to be mixed with its own test split's)."""
+    fingerprint = dataset_fingerprint(load_dataset(data))
+    cross = data.dataset != ckpt.card.dataset or fingerprint != ckpt.card.dataset_fingerprint
+    return {
+        "network": f"{ckpt.name} (trained on {ckpt.card.dataset})",
+        "data": f"{data.dataset} {split}",
+        "cross_dataset": cross,
+    }
 
 
 def _split(ds: Dataset, data: DataConfig, split: str, cache_dir: Path | None) -> PreparedSplit:

@@ -13,19 +13,22 @@ from pathlib import Path
 
 from rotviz import figures
 from rotviz.cli_options import (
+    add_checkpoint_option,
     add_data_options,
     add_train_options,
+    checkpoint_store,
     data_config,
     log,
+    network,
     run_config,
-    train_config,
+    served_train_config,
 )
 from rotviz.errors import RotvizError
+from rotviz.pipeline import provenance
 from rotviz.probe import FinetuneConfig, chance_accuracy, label_efficiency_figure, probe_table
 from rotviz.runs import run_probe, run_sanity
 from rotviz.runtime import as_runtime
 from rotviz.sanity import cascading_figure
-from rotviz.store import CheckpointStore
 from rotviz.tables import FORMATS, format_table
 
 Log = Callable[[str], None]
@@ -68,13 +71,17 @@ def parse_fractions(text: str) -> list[float]:
 
 def cmd_probe(args: argparse.Namespace) -> int:
 
-    data, tcfg = data_config(args), train_config(args)
-    seeds = parse_list(args.seeds, int, "--seeds") if args.seeds else [tcfg.seed]
+    data, store, runtime = data_config(args), checkpoint_store(args), as_runtime(run_config(args))
+    ckpt = None
+    if args.checkpoint:  # one network, as given; else each seed's network of --dataset
+        ckpt, data = network(args, data, store, runtime)
+    tcfg = ckpt.train_config if ckpt else served_train_config(args, data, store)
+    seeds = [tcfg.seed] if ckpt or not args.seeds else parse_list(args.seeds, int, "--seeds")
     per_image, numbers, td = run_probe(
         data,
         tcfg,
-        CheckpointStore(args.store),
-        as_runtime(run_config(args)),
+        store,
+        runtime,
         args.task,
         seeds,
         parse_fractions(args.fractions),
@@ -82,6 +89,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         args.min_images,
         FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr),
         log=log,
+        checkpoint=ckpt,
     )
     table = probe_table(numbers)
     caption = (
@@ -109,6 +117,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 "n_train": len(td.y_train),
                 "n_test": len(td.y_test),
                 "chance": chance_accuracy(td.y_test),
+                "source": provenance(ckpt, data) if ckpt else None,
                 "data": dataclasses.asdict(data),
                 "train": dataclasses.asdict(tcfg),
             },
@@ -125,18 +134,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_sanity(args: argparse.Namespace) -> int:
 
-    data, tcfg = data_config(args), train_config(args)
+    data, store, runtime = data_config(args), checkpoint_store(args), as_runtime(run_config(args))
+    ckpt = None
+    if args.checkpoint:
+        ckpt, data = network(args, data, store, runtime)
+    tcfg = ckpt.train_config if ckpt else served_train_config(args, data, store)
     got = run_sanity(
         data,
         tcfg,
-        CheckpointStore(args.store),
-        as_runtime(run_config(args)),
+        store,
+        runtime,
         {"layer": args.layer, "method": args.method, "aggregate": args.aggregate},
         args.neurons or ["all"],
         args.threshold,
         args.images,
         not args.no_data_randomisation,
         log=log,
+        checkpoint=ckpt,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +158,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     for i, (neurons, rep) in enumerate(got.reports.items()):
         tag = f"neurons{i}"
         caption = (
-            f"Saliency sanity checks, {data.dataset} {tcfg.model}, {args.layer} layer, "
+            f"Saliency sanity checks, {data.dataset} {got.checkpoint.name}, {args.layer} layer, "
             f"neurons {neurons}: similarity to the trained map, mean [95% CI] over images"
         )
         print(format_table(rep.table, args.format, caption=caption))
@@ -189,6 +203,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     g = p.add_argument_group("probe")
     g.add_argument(
         "--task",
@@ -224,6 +239,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     g = p.add_argument_group("sanity")
     g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
     g.add_argument(

@@ -28,7 +28,7 @@ from rotviz.probe import (
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.saliency import SaliencyConfig
 from rotviz.sanity import SanityReport, sanity_report, shuffled_config
-from rotviz.store import CheckpointStore
+from rotviz.store import CheckpointStore, checkpoint_key, checkpoint_name
 from rotviz.study import Study
 
 Log = Callable[[str], None]
@@ -50,8 +50,10 @@ def run_probe(
     min_images: int = 10,
     finetune: FinetuneConfig | None = None,
     log: Log = quiet,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, TaskData]:
-    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the store lacks)."""
+    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the
+    store lacks); with checkpoint, of that one network only (seeds and train_cfg unused)."""
     runtime = as_runtime(runtime)
     td = task_data(data, task, min_images)
     log(
@@ -60,9 +62,13 @@ def run_probe(
         + (f" ({'; '.join(td.notes)})" if td.notes else "")
     )
     frames = []
-    for seed in seeds or [train_cfg.seed]:
-        cfg = dataclasses.replace(train_cfg, seed=seed)
-        ckpt = train_or_load(data, cfg, store, runtime, log=log).checkpoint
+    for seed in [None] if checkpoint else seeds or [train_cfg.seed]:
+        ckpt = (
+            checkpoint
+            or train_or_load(
+                data, dataclasses.replace(train_cfg, seed=seed), store, runtime, log=log
+            ).checkpoint
+        )
         frames.append(
             probe_run(
                 ckpt,
@@ -76,6 +82,14 @@ def run_probe(
         )
     per_image = pd.concat(frames, ignore_index=True)
     return per_image, probe_numbers(per_image), td
+
+
+def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint | None:
+    """The shuffled-label network of ckpt's recipe (data randomisation), if the store has it."""
+    data, cfg = ckpt.data_config, shuffled_config(ckpt.train_config)
+    return store.load(
+        checkpoint_name(data, cfg, checkpoint_key(data, cfg, ckpt.card.dataset_fingerprint))
+    )
 
 
 @dataclasses.dataclass
@@ -98,12 +112,19 @@ def run_sanity(
     n_images: int = 16,
     data_randomisation: bool = True,
     log: Log = quiet,
+    checkpoint: Checkpoint | None = None,
 ) -> SanityRun:
-    """Sanity reports per neuron set on the first n_images test images (trains what the store lacks)."""
+    """Sanity reports per neuron set on the first n_images test images (trains what the store
+    lacks); with checkpoint, of that network, its shuffled-label twin read from the store if there
+    (data randomisation is skipped otherwise)."""
     runtime = as_runtime(runtime)
-    ckpt = train_or_load(data, train_cfg, store, runtime, log=log).checkpoint
+    ckpt = checkpoint or train_or_load(data, train_cfg, store, runtime, log=log).checkpoint
     shuffled = None
-    if data_randomisation:
+    if data_randomisation and checkpoint is not None:
+        shuffled = stored_shuffled_twin(checkpoint, store)
+        if shuffled is None:
+            log(f"data randomisation skipped: the store has no shuffled-label twin of {ckpt.name}")
+    elif data_randomisation:
         log("data randomisation: the same recipe on shuffled rotation labels")
         shuffled = train_or_load(
             data, shuffled_config(train_cfg), store, runtime, log=log

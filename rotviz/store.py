@@ -1,6 +1,10 @@
 """Checkpoint store: safetensors weights plus a JSON card, keyed by a hash of the full config.
 
-Files in the store folder (default ``checkpoints/``), for a checkpoint named N:
+Two stores: the shipped networks, read-only inside the package (``rotviz/shipped/``), and the
+user's store where new ones are written (``$ROTVIZ_STORE``, else ``~/.cache/rotviz/checkpoints``
+under ``$XDG_CACHE_HOME`` when set). ``default_store()`` reads both and writes only the latter.
+
+Files in a store folder, for a checkpoint named N:
 ``N.safetensors`` + ``N.json`` (finished), ``N.partial.safetensors`` + ``N.partial.json``
 (the last finished epoch of a run in progress, with optimiser state, for resume), and
 ``N.lock`` while a process trains it. Every write goes to a temporary file renamed into
@@ -35,12 +39,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from rotviz.checkpoint import Card, Checkpoint, TrainState, train_config_from_dict
+from rotviz.checkpoint import (
+    SHIPPED_STORE,
+    Card,
+    Checkpoint,
+    TrainState,
+    train_config_from_dict,
+)
 from rotviz.config import DataConfig, TrainConfig, __version__, stable_hash
 from rotviz.errors import RotvizError
 from rotviz.models import RotationNet, build_model
 
-DEFAULT_STORE = Path(os.environ.get("ROTVIZ_STORE", "checkpoints"))
 OPT_PREFIX = "optimizer."
 PAIR_LOCK_TIMEOUT_S = 300.0
 
@@ -99,6 +108,19 @@ def check_card(card: Any) -> None:
         raise ValueError("the card was edited or damaged (it does not match its card_sha256)")
 
 
+def user_store_root() -> Path:
+    """Where new networks go: $ROTVIZ_STORE, else <cache>/rotviz/checkpoints (read now, not at import)."""
+    if env := os.environ.get("ROTVIZ_STORE"):
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "rotviz" / "checkpoints"
+
+
+def default_store() -> CheckpointStore:
+    """The user's store, which also reads the shipped networks."""
+    return CheckpointStore(user_store_root(), shipped=True)
+
+
 class _Mismatch(Exception):
     """A weights/card pair that cannot be read as one checkpoint (yet, or at all)."""
 
@@ -151,10 +173,22 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict
 
 
 class CheckpointStore:
-    """A folder of checkpoints; see the module docstring for the file layout."""
+    """A folder of checkpoints; see the module docstring for the file layout.
 
-    def __init__(self, root: str | Path = DEFAULT_STORE):
+    With shipped=True, ``load`` and ``cards`` also read the shipped networks (root first);
+    writes, locks and set-aside only ever touch root.
+    """
+
+    def __init__(self, root: str | Path, shipped: bool = False):
         self.root = Path(root)
+        self.shipped = shipped and self.root.resolve() != SHIPPED_STORE.resolve()
+
+    def folders(self) -> list[Path]:
+        """The folders read: root, then the shipped one when asked."""
+        return [self.root, SHIPPED_STORE] if self.shipped else [self.root]
+
+    def describe(self) -> str:
+        return f"{self.root} (and the shipped {SHIPPED_STORE})" if self.shipped else str(self.root)
 
     def paths(self, name: str, partial: bool = False) -> tuple[Path, Path]:
         stem = f"{name}.partial" if partial else name
@@ -284,13 +318,15 @@ class CheckpointStore:
                 os.replace(p, p.with_name(p.name + ".corrupt"))
 
     def load(self, name: str) -> Checkpoint | None:
-        """The finished checkpoint called name, or None."""
+        """The finished checkpoint called name (the user's store first, then the shipped), or None."""
         got = self.read(name)
-        if got is None:
-            return None
-        model, card, _ = got
-        weights_path, card_path = self.paths(name)
-        return Checkpoint(model, Card(card, card_path), weights_path)
+        if got is not None:
+            model, card, _ = got
+            weights_path, card_path = self.paths(name)
+            return Checkpoint(model, Card(card, card_path), weights_path)
+        if self.shipped:
+            return CheckpointStore(SHIPPED_STORE).load(name)
+        return None
 
     def load_file(self, card_path: str | Path) -> Checkpoint:
         """Load a finished checkpoint from its card's path (any store folder)."""
@@ -312,9 +348,9 @@ class CheckpointStore:
 
     def cards(self) -> list[Card]:
         """Cards of all finished checkpoints, newest first; an edited or damaged card is left out, with a warning."""
-        out = []
-        for p in sorted(self.root.glob("*.json")):
-            if p.name.endswith(".partial.json"):
+        out, seen = [], set()
+        for p in (p for folder in self.folders() for p in sorted(folder.glob("*.json"))):
+            if p.name.endswith(".partial.json") or p.name in seen:
                 continue
             try:
                 card = json.loads(p.read_text())
@@ -325,6 +361,7 @@ class CheckpointStore:
                 warnings.warn(f"{p}: {err}; not listed", stacklevel=2)
                 continue
             if "key" in card and "train_config" in card:
+                seen.add(p.name)
                 out.append(Card(card, p))
         return sorted(out, key=lambda c: c.saved, reverse=True)
 
@@ -337,6 +374,7 @@ def cards_table(cards: list[Card]) -> pd.DataFrame:
         rows.append(
             {
                 "checkpoint": c.name,
+                "store": c.origin,
                 **c.recipe.columns(),
                 "epochs": c.epochs_done,
                 "train images": c.n_train_images,
@@ -354,16 +392,16 @@ def cards_table(cards: list[Card]) -> pd.DataFrame:
 def load_checkpoint(ref: str | Path, store: CheckpointStore | None = None) -> Checkpoint:
     """A finished checkpoint by name (as ``python -m rotviz checkpoints`` lists it) or by path
     to its card (.json) or weights (.safetensors); names are looked up in store (default: the
-    default store)."""
+    user's store and the shipped networks)."""
     path = Path(ref)
     if path.suffix in (".json", ".safetensors") or path.parent != Path("."):
         card_path = path.with_suffix(".json")
         if not card_path.is_file():
             raise RotvizError(f"checkpoint {ref}: no card {card_path} beside it")
         return CheckpointStore(card_path.parent).load_file(card_path)
-    store = store or CheckpointStore()
+    store = store or default_store()
     ckpt = store.load(str(ref))
     if ckpt is None:
         names = ", ".join(c.name for c in store.cards()) or "none"
-        raise RotvizError(f"no checkpoint called {ref!r} in {store.root} (it has: {names})")
+        raise RotvizError(f"no checkpoint called {ref!r} in {store.describe()} (it has: {names})")
     return ckpt

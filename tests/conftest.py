@@ -15,6 +15,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own preprocessing cache and store unless it asks otherwise."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("ROTVIZ_CACHE", str(cache))
+    monkeypatch.setenv("ROTVIZ_STORE", str(cache / "store"))  # never the user's own store
     return cache
 
 

@@ -27,7 +27,7 @@ from rotviz.models import random_twin
 from rotviz.pipeline import load_split, train_or_load
 from rotviz.rotation import normalize
 from rotviz.saliency import AllNeurons, trained_and_random_maps
-from rotviz.store import CheckpointStore
+from rotviz.store import CheckpointStore, load_checkpoint
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -174,7 +174,7 @@ def test_train_page_rejects_an_unknown_timm_model():
 
 def expected_q(card: dict, index: int, p: float) -> tuple[float, float]:
     """Q of trained and random at percentile p, computed with the core alone."""
-    ckpt = CheckpointStore().load_file(card["card_path"])
+    ckpt = load_checkpoint(card["card_path"])
     twin = random_twin(ckpt.model, ckpt.train_config.seed)
     _, split = load_split(DataConfig("demo"), "test")
     x = normalize(torch.from_numpy(split.images[index : index + 1].copy()))

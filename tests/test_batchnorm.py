@@ -32,7 +32,7 @@ from rotviz.models import build_model
 from rotviz.pipeline import load_split
 from rotviz.rotation import normalize, rotation_batch
 from rotviz.saliency import saliency_maps
-from rotviz.store import CheckpointStore
+from rotviz.store import SHIPPED_STORE, CheckpointStore
 from rotviz.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +181,7 @@ def demo_photos_with_boxes() -> torch.Tensor:
 
 def test_calibrated_twin_has_the_trained_gradient_scale_on_the_demo_photos():
     """The shipped demo six-layer net: initial twin >= 100x smaller gradients, calibrated < 100x."""
-    store = CheckpointStore(REPO / "checkpoints")
+    store = CheckpointStore(SHIPPED_STORE)
     (card,) = [c for c in store.cards() if c.dataset == "demo"]
     ckpt = store.load(card.name)
     _, train_split = load_split(DataConfig("demo"), "train")

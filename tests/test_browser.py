@@ -21,7 +21,7 @@ import pytest
 
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.pipeline import train_or_load
-from rotviz.store import CheckpointStore
+from rotviz.store import SHIPPED_STORE, CheckpointStore
 from rotviz.ui.common import PAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def demo_store(tmp_path: Path) -> Path:
     """The repo's store when updating the docs screenshot and it has a demo checkpoint; else a tiny one."""
-    shipped = REPO / "checkpoints"
+    shipped = SHIPPED_STORE
     if os.environ.get("ROTVIZ_UPDATE_SCREENSHOT") == "1" and any(
         c.dataset == "demo" for c in CheckpointStore(shipped).cards()
     ):

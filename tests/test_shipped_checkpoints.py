@@ -1,9 +1,8 @@
-"""The checkpoints shipped in checkpoints/: they load, their cards match their weights, and their
+"""The checkpoints shipped in rotviz/shipped/: they load, their cards match their weights, and their
 accuracy on their own test split matches the card."""
 
 import dataclasses
 import hashlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +10,8 @@ from conftest import SHARED_DATA
 
 from rotviz.evaluate import rotation_accuracy
 from rotviz.pipeline import load_split
-from rotviz.store import CheckpointStore
+from rotviz.store import SHIPPED_STORE, CheckpointStore
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 EXPECTED = {
     ("demo", "six_layer"),
     ("lfw", "six_layer"),
@@ -23,13 +21,13 @@ EXPECTED = {
 
 
 def shipped_cards():
-    return CheckpointStore(SHIPPED).cards()
+    return CheckpointStore(SHIPPED_STORE).cards()
 
 
 def test_the_promised_checkpoints_are_shipped_and_small():
     have = {(c.dataset, c.model) for c in shipped_cards()}
     assert have >= EXPECTED
-    total = sum(p.stat().st_size for p in SHIPPED.glob("*.safetensors"))
+    total = sum(p.stat().st_size for p in SHIPPED_STORE.glob("*.safetensors"))
     assert total < 30 * 2**20
 
 
@@ -37,7 +35,7 @@ def test_the_promised_checkpoints_are_shipped_and_small():
 def test_card_matches_weights_and_loads(card):
     weights = card.path.with_suffix(".safetensors")
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights_sha256
-    ckpt = CheckpointStore(SHIPPED).load(card.name)
+    ckpt = CheckpointStore(SHIPPED_STORE).load(card.name)
     assert ckpt is not None and not ckpt.model.training
     assert all(p.dtype == torch.float32 for p in ckpt.model.parameters())
     card = ckpt.card
@@ -54,7 +52,7 @@ def test_card_matches_weights_and_loads(card):
 
 
 def check_accuracy(card, root=None):
-    ckpt = CheckpointStore(SHIPPED).load(card.name)
+    ckpt = CheckpointStore(SHIPPED_STORE).load(card.name)
     data = dataclasses.replace(ckpt.data_config, root=root) if root else ckpt.data_config
     _, test = load_split(data, "test")
     ev = rotation_accuracy(

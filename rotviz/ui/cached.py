@@ -24,7 +24,7 @@ from rotviz.preprocess import PreparedSplit
 from rotviz.records import Dataset
 from rotviz.runtime import Runtime, as_runtime
 from rotviz.saliency import SaliencyConfig
-from rotviz.store import CheckpointStore
+from rotviz.store import load_checkpoint
 
 MAP_CACHE_ENTRIES = 4000  # 2 maps of 128x128 float32 = 128 kB per entry: ~0.5 GB at most
 
@@ -66,7 +66,7 @@ def runtime() -> Runtime:
 def model_pair(ckpt_id: str) -> ModelPair:
     """The checkpoint at ckpt_id (card path + weights hash) and its random twin, eval mode."""
     card_path = ckpt_id.rsplit(":", 1)[0]
-    ckpt = CheckpointStore().load_file(card_path)
+    ckpt = load_checkpoint(card_path)
     return ModelPair(ckpt, ckpt.random_twin())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlExcepti
 from rotviz.checkpoint import Card
 from rotviz.config import DataConfig
 from rotviz.errors import RotvizError
-from rotviz.store import DEFAULT_STORE, CheckpointStore
+from rotviz.store import CheckpointStore, default_store, user_store_root
 
 log = logging.getLogger("rotviz.ui")
 
@@ -104,14 +103,13 @@ def shown_errors(what: str = "this step") -> Iterator[None]:
 
 
 def store_root() -> Path:
-    """The checkpoint store folder: $ROTVIZ_STORE (read now, so tests can point it at tmp)."""
-    env = os.environ.get("ROTVIZ_STORE")
-    return Path(env) if env else Path(DEFAULT_STORE)
+    """The folder the app writes networks to: the user's store (read now, so tests can point it at tmp)."""
+    return user_store_root()
 
 
 def store() -> CheckpointStore:
-    """The checkpoint store the app reads and writes."""
-    return CheckpointStore(store_root())
+    """The checkpoint store the app reads (the user's and the shipped networks) and writes (the user's)."""
+    return default_store()
 
 
 def dataset_paths() -> dict[str, dict[str, str]]:
@@ -151,11 +149,13 @@ def dataset_select(key: str, label: str = "Dataset") -> str:
     )
 
 
-def checkpoint_select(key: str, dataset: str | None = None) -> Card | None:
-    """Pick a finished checkpoint from the store (optionally of one dataset); its card or None."""
+def checkpoint_select(key: str, dataset: str | None = None, others: bool = False) -> Card | None:
+    """Pick a finished checkpoint from the store (optionally of one dataset; with others, those
+    trained on it first, then every other one, labelled "trained on X"); its card or None."""
     cards = store().cards()
     if dataset is not None:
-        cards = [c for c in cards if c.dataset == dataset]
+        own = [c for c in cards if c.dataset == dataset]
+        cards = own + [c for c in cards if c.dataset != dataset] if others else own
     if not cards:
         where = f" for {dataset}" if dataset else ""
         st.info(
@@ -166,7 +166,11 @@ def checkpoint_select(key: str, dataset: str | None = None) -> Card | None:
     path = st.selectbox(
         "Checkpoint",
         list(by_path),
-        format_func=lambda p: by_path[p].label(),
+        format_func=lambda p: (
+            by_path[p].label()
+            + ("" if by_path[p].dataset == dataset else f" — trained on {by_path[p].dataset}")
+            + (" [shipped]" if by_path[p].origin == "shipped" else "")
+        ),
         key=key,
         help="Finished checkpoints in the store, by recipe; rotation accuracy is on the test split.",
     )

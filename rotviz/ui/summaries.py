@@ -74,6 +74,7 @@ def checkpoint_table(cards: list[Card]) -> pd.DataFrame:
             "test images": c.n_test_images,
             "study recipe": "yes" if c.recipe.is_study() else "no",
             "trained when": c.saved[:19].replace("T", " "),
+            "store": c.origin,
             "name": c.name,
         }
         for c in cards
@@ -124,6 +125,7 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "seed": card.recipe.seed if card else None,
                     "test images": card.n_test_images if card else None,
                     "checkpoint": card.name if card else None,
+                    "store": card.origin if card else None,
                 }
             )
     others = [
@@ -138,6 +140,7 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
             "why not beside the study": "; ".join(c.recipe.deviations())
             or "an older network of the same recipe",
             "checkpoint": c.name,
+            "store": c.origin,
         }
         for c in cards
         if id(c) not in shown
