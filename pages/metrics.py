@@ -14,7 +14,17 @@ from rotviz.models import STUDY_MODELS
 from rotviz.saliency import SaliencyConfig
 from rotviz.ui import cached, common, downstream, explore, export, jobs, scores, summaries, training
 
-RECIPE = ("layer", "dataset", "model", "epochs", "rotations (°)", "seed", "labels", "max images")
+RECIPE = (
+    "layer",
+    "dataset",
+    "data",
+    "model",
+    "epochs",
+    "rotations (°)",
+    "seed",
+    "labels",
+    "max images",
+)
 DISPLAY_ACCURACY = ["trained (%)", "random (%)", "difference (%)", "p (Wilcoxon)", "test images"]
 PERCENT_COLUMNS = {
     c: st.column_config.NumberColumn(c, format="%.1f")
@@ -40,17 +50,29 @@ def goodness_section(cards: list[Card], acc: pd.DataFrame) -> None:
     """Goodness tables with intervals, sweeps and exports for the chosen checkpoints."""
     boxed = [d for d in common.available_datasets() if d in ("demo", "coco")]
     dataset = st.selectbox("Dataset (with boxes)", boxed, key="met_dataset")
-    ds_cards = {str(c.path): c for c in cards if c.dataset == dataset}
+    ds_cards = {str(c.path): c for c in cards}
     if not ds_cards:
-        st.info(f"No checkpoint for {dataset} in the store: train one on the Train page.")
+        st.info("No checkpoint in the store: train one on the Train page.")
         return
-    study_first = sorted(ds_cards, key=lambda p: not ds_cards[p].recipe.is_study())
+    # the networks trained on this dataset, study recipe first; then the others (cross-dataset)
+    study_first = sorted(
+        ds_cards,
+        key=lambda p: (ds_cards[p].dataset != dataset, not ds_cards[p].recipe.is_study()),
+    )
+    label = {
+        p: c.label() + ("" if c.dataset == dataset else f" — trained on {c.dataset}")
+        for p, c in ds_cards.items()
+    }
     chosen = st.multiselect(
         "Checkpoints (each row shows its recipe; the published figures stand only beside the "
         "study's recipe and protocol)",
         study_first,
-        default=[p for p in study_first if ds_cards[p].recipe.is_study()][:3],
-        format_func=lambda p: ds_cards[p].label(),
+        default=[
+            p
+            for p in study_first
+            if ds_cards[p].recipe.is_study() and ds_cards[p].dataset == dataset
+        ][:3],
+        format_func=label.get,
         key="met_ckpts",
     )
     c1, c2, c3 = st.columns(3)
@@ -109,7 +131,14 @@ def goodness_section(cards: list[Card], acc: pd.DataFrame) -> None:
             )
 
         results.append(
-            scores.layer_run(card, common.with_local_paths(card.data_config), sal, twin, progress)
+            scores.layer_run(
+                card,
+                common.data_config(dataset) if card.dataset != dataset else None,
+                common.with_local_paths(card.data_config),
+                sal,
+                twin,
+                progress,
+            )
         )
     bar.empty()
     table = scores.goodness_table(results, mode, value)
@@ -198,10 +227,17 @@ def trained_vs_random_section() -> None:
     from rotviz.sanity import cascading_figure
 
     dataset = common.dataset_select("met_dn_dataset")
-    card = common.checkpoint_select("met_dn_ckpt", dataset)
+    card = common.checkpoint_select("met_dn_ckpt", dataset, others=True)
     if card is None:
         return
-    cfg = cached.viewing_config(card, common.with_local_paths(card.data_config))
+    own = common.with_local_paths(card.data_config)
+    cross = card.dataset != dataset
+    cfg = cached.viewing_config(card, common.data_config(dataset) if cross else own)
+    if cross:
+        st.caption(
+            f"Cross-dataset: a network trained on {card.dataset}, applied to the {dataset} test "
+            "split (not its own test split)."
+        )
     dkey, ckpt_id = cached.data_key(cfg), cached.checkpoint_id(card)
     stem = f"{card.dataset}-{card.model}-{card.name[-8:]}"
     st.caption(f"Recipe: {card.recipe.describe()}")
@@ -209,7 +245,7 @@ def trained_vs_random_section() -> None:
     st.subheader("Rotation accuracy, mean [95% CI] over test images")
     with common.shown_errors("the accuracy intervals"):
         twin = explore.twin_select("met_dn")
-        pair = cached.pair_with_twin(card, twin, common.with_local_paths(card.data_config))
+        pair = cached.pair_with_twin(card, twin, own)
         ivs = downstream.accuracy_intervals(pair.ident, dkey, pair, cfg)
         st.caption(
             "Each test image counts once (its share of rotations predicted right); 95% percentile "

@@ -77,15 +77,20 @@ def _split_maps(
 
 def layer_run(
     card: Card,
-    cfg: DataConfig,
+    data: DataConfig | None,
+    own: DataConfig,
     sal: SaliencyConfig,
     twin: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> LayerRun:
-    """The maps of a checkpoint's test images (cached across reruns) for one saliency setting."""
-    view_cfg = cached.viewing_config(card, cfg)
+    """The maps of a checkpoint on a test split (cached across reruns) for one saliency setting.
+
+    data: the dataset scored (None: the network's own, own: its paths on this machine, where
+    the calibrated twin finds its training images); scored on the network's preprocessing.
+    """
+    view_cfg = cached.viewing_config(card, data or own)
     dkey = cached.data_key(view_cfg)
-    pair = cached.pair_with_twin(card, twin, cfg)
+    pair = cached.pair_with_twin(card, twin, own)
     maps = _split_maps(pair.ident, dkey, sal.key(), pair, view_cfg, sal, progress)
     return LayerRun(card, sal, dkey, view_cfg, maps, twin)
 
@@ -113,6 +118,8 @@ def scored(res: LayerRun, threshold: Threshold) -> GoodnessRun:
 def published_cell(res: LayerRun, threshold: Threshold) -> tuple[float | None, str]:
     """(published mean Q (%) when comparable, else None; why it is or is not comparable)."""
     recipe = res.card.recipe
+    if res.cfg.dataset != recipe.dataset:
+        return None, f"cross-dataset: trained on {recipe.dataset}, scored on {res.cfg.dataset}"
     if not recipe.is_study():
         return None, "not the study's recipe: " + "; ".join(recipe.deviations())
     why = goodness_protocol_mismatch(
@@ -144,6 +151,7 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
             {
                 "layer": res.layer,
                 **res.card.recipe.columns(),
+                "data": res.cfg.dataset,
                 "threshold": threshold.describe(),
                 "random twin": TWIN_NAMES[res.twin],
                 "Q trained, mean [95% CI] (%)": cmp.trained.format(),
