@@ -245,7 +245,7 @@ def trained_vs_random_section() -> None:
     st.subheader("Rotation accuracy, mean [95% CI] over test images")
     with common.shown_errors("the accuracy intervals"):
         twin = explore.twin_select("met_dn")
-        pair = cached.pair_with_twin(card, twin, own)
+        pair = cached.pair_with_twin(card, twin, own, fallback=common.data_config(dataset))
         ivs = downstream.accuracy_intervals(pair.ident, dkey, pair, cfg)
         st.caption(
             "Each test image counts once (its share of rotations predicted right); 95% percentile "

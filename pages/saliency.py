@@ -86,7 +86,9 @@ with common.shown_errors("the saliency page"):
 
     sal_cfg = explore.settings_widgets("sal")
     twin = explore.twin_select("sal")
-    pair = cached.pair_with_twin(card, twin, common.with_local_paths(card.data_config))
+    pair = cached.pair_with_twin(
+        card, twin, common.with_local_paths(card.data_config), fallback=data
+    )
     explore.warn_method(pair.trained, sal_cfg.method)
     image, boxes = split.images[index].copy(), split.boxes[index]
     image_key = f"{cached.data_key(cfg)}:{index}"

@@ -47,7 +47,9 @@ with common.shown_errors("the Your images page"):
     sal_cfg = explore.settings_widgets("up")
     threshold = explore.threshold_widgets("up", card.model, sal_cfg.layer)
     twin = explore.twin_select("up")
-    pair = cached.pair_with_twin(card, twin, common.with_local_paths(card.data_config))
+    pair = cached.pair_with_twin(
+        card, twin, common.with_local_paths(card.data_config), fallback=common.data_config("demo")
+    )
     explore.warn_method(pair.trained, sal_cfg.method)
     size, resize = card.data_config.image_size, card.data_config.resize
 

@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # the keys the card uses: "random" is the twin with initial statistics
     nets = {"trained": ckpt.model, "random": random_twin_of(ckpt, "initial", runtime)}
     try:
-        nets["random_calibrated"] = random_twin_of(ckpt, "calibrated", runtime, own)
+        nets["random_calibrated"] = random_twin_of(ckpt, "calibrated", runtime, own, fallback=data)
     except RotvizError as err:
         log(f"no calibrated random twin: {err}")
     names = {"trained": "trained", "random": TWIN_NAMES["initial"]}
@@ -213,7 +213,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         keep,
         not args.no_crowd,
         progress=progress_printer("maps"),
-        twin=random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data)),
+        twin=random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data), fallback=data),
         twin_name=TWIN_NAMES[args.twin],
     )
     if (
@@ -522,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_options(p)
     add_train_options(p)
+    add_checkpoint_option(p)
     g = p.add_argument_group("neurons")
     g.add_argument(
         "--layer",

@@ -265,7 +265,7 @@ def network(
     and the training options (from the store, or trained now, with precise BatchNorm
     statistics unless --no-precise-bn). --precise-bn N given explicitly also recomputes the
     statistics, in memory, of a stored network trained without them (and says so)."""
-    if args.checkpoint:
+    if getattr(args, "checkpoint", None):
         ckpt = load_checkpoint(args.checkpoint, store)
         trained_on = ckpt.data_config
         data = dataclasses.replace(data, image_size=trained_on.image_size, resize=trained_on.resize)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,27 +349,42 @@ def random_twin_of(
     kind: str = DEFAULT_TWIN,
     runtime: RuntimeLike = "auto",
     data: DataConfig | None = None,
+    fallback: DataConfig | None = None,
 ) -> torch.nn.Module:
     """The checkpoint's random twin: "initial" (BatchNorm statistics as initialised, the study's
     baseline) or "calibrated" (statistics recomputed on its training images, weights initial).
 
-    data: where the network's training images are on this machine (default: its card's paths).
+    data: where the network's training images are on this machine (default: its card's
+    paths). fallback: other images to calibrate on when those are not here (a network applied
+    to another dataset); that is said in a warning, never done silently.
     """
     if kind not in TWINS:
         raise RotvizError(f"random twin {kind!r}: choose one of {', '.join(TWINS)}")
     if kind == "initial":
         return checkpoint.random_twin()
     trained_on = checkpoint.data_config
-    data = dataclasses.replace(
+    own = dataclasses.replace(
         data or trained_on, image_size=trained_on.image_size, resize=trained_on.resize
     )
     try:
-        _, train_split = load_split(data, "train")
+        _, train_split = load_split(own, "train")
     except RotvizError as err:
-        raise RotvizError(
-            f"the calibrated random twin needs the network's training images ({err}); "
-            "give the dataset's path, or compare with the initial twin (--twin initial)"
-        ) from err
+        if fallback is None:
+            raise RotvizError(
+                f"the calibrated random twin needs the network's training images ({err}); "
+                "give the dataset's path, or compare with the initial twin (--twin initial)"
+            ) from err
+        warnings.warn(
+            f"the {trained_on.dataset} training images of {checkpoint.name} are not on this "
+            f"machine: its calibrated random twin takes its BatchNorm statistics from the "
+            f"{fallback.dataset} training images instead",
+            UserWarning,
+            stacklevel=2,
+        )
+        fallback = dataclasses.replace(
+            fallback, image_size=trained_on.image_size, resize=trained_on.resize
+        )
+        _, train_split = load_split(fallback, "train")
     return make_twin(
         checkpoint.model,
         checkpoint.train_config.seed,

@@ -198,6 +198,7 @@ def test_saliency_page_shows_q_and_follows_the_threshold(app_dirs):
     assert at.selectbox(key="sal_image").options[0].startswith(f"#{index}: ")
     assert at.selectbox(key="sal_image").options[0].endswith("boxes)")
     card = json.loads(app_dirs["card"].read_text()) | {"card_path": str(app_dirs["card"])}
+    at.radio(key="sal-twin").set_value("initial")  # expected_q builds the initial twin
     at.radio(key="sal-mode").set_value("percentile").run()
     for p in (50.0, 97.5):
         at.slider(key="sal-pct").set_value(p).run()

@@ -73,18 +73,26 @@ def model_pair(ckpt_id: str) -> ModelPair:
 @st.cache_resource(
     max_entries=8, show_spinner="Calibrating the random twin's BatchNorm statistics..."
 )
-def _twin(ckpt_id: str, kind: str, dkey: str, _data: DataConfig) -> RotationNet:
-    return random_twin_of(model_pair(ckpt_id).checkpoint, kind, runtime(), _data)
+def _twin(
+    ckpt_id: str, kind: str, dkey: str, _data: DataConfig, _fallback: DataConfig | None
+) -> RotationNet:
+    return random_twin_of(
+        model_pair(ckpt_id).checkpoint, kind, runtime(), _data, fallback=_fallback
+    )
 
 
-def pair_with_twin(card: Card, kind: str, data: DataConfig) -> ModelPair:
+def pair_with_twin(
+    card: Card, kind: str, data: DataConfig, fallback: DataConfig | None = None
+) -> ModelPair:
     """The checkpoint and its random twin of that kind; data: where its training images are
-    on this machine (the calibrated twin recomputes its BatchNorm statistics on them)."""
+    on this machine (the calibrated twin recomputes its BatchNorm statistics on them);
+    fallback: the images to use, with a warning, when those are not here."""
     ckpt_id = checkpoint_id(card)
     pair = model_pair(ckpt_id)
     if kind == "initial":
         return pair
-    return ModelPair(pair.checkpoint, _twin(ckpt_id, kind, data_key(data), data), kind)
+    key = data_key(data) + (f":{data_key(fallback)}" if fallback else "")
+    return ModelPair(pair.checkpoint, _twin(ckpt_id, kind, key, data, fallback), kind)
 
 
 def data_key(cfg: DataConfig) -> str:

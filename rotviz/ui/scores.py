@@ -90,7 +90,7 @@ def layer_run(
     """
     view_cfg = cached.viewing_config(card, data or own)
     dkey = cached.data_key(view_cfg)
-    pair = cached.pair_with_twin(card, twin, own)
+    pair = cached.pair_with_twin(card, twin, own, fallback=data)
     maps = _split_maps(pair.ident, dkey, sal.key(), pair, view_cfg, sal, progress)
     return LayerRun(card, sal, dkey, view_cfg, maps, twin)
 
