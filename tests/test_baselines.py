@@ -88,3 +88,42 @@ def test_flag_names_only_the_baselines_not_beaten():
     assert baseline_flag(cmps) == "does not beat the centre prior"
     cmps = beats_baselines(base + 0.3, {"edges": base, "centre": base})
     assert baseline_flag(cmps) == ""
+
+
+def _split_of(images: np.ndarray, boxes: list[list[list[float]]]):
+    from rotviz.preprocess import PreparedSplit
+    from rotviz.records import Record
+
+    b = [np.asarray(x, np.float32).reshape(-1, 4) for x in boxes]
+    return PreparedSplit(
+        images=images,
+        boxes=b,
+        categories=[np.ones(len(x), np.int64) for x in b],
+        crowd=[np.zeros(len(x), bool) for x in b],
+        records=[Record(f"/x/{i}.png", f"{i}.png", "test", i) for i in range(len(images))],
+        skipped=[],
+        cache_path=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lam", "note"),
+    [(0.0, "Q equals the boxes' share"), (0.05, ""), (10.0, "no pixel passes")],
+)
+def test_reach_is_the_direct_count_of_pixels_on_and_its_note(real_images, lam, note):
+    from rotviz.goodness import score_rows, split_box_masks, summarize
+    from rotviz.metrics import Absolute
+
+    split = _split_of(real_images, [[[20, 20, 80, 90]]] * len(real_images))
+    masks = split_box_masks(split)
+    edges = baseline_maps(real_images, "edges")  # a real map with a wide range of values
+    noise = baseline_maps(real_images, "noise")
+    s = summarize(score_rows(split, edges, noise, masks, Absolute(lam)))
+    assert s["mean_fraction_on_trained"] == pytest.approx(np.mean(edges >= lam))
+    assert s["mean_fraction_on_random"] == pytest.approx(
+        np.count_nonzero(noise >= lam) / noise.size
+    )
+    assert (note in s["reach_note_trained"]) if note else s["reach_note_trained"] == ""
+    if lam == 0.0:
+        rows = score_rows(split, edges, noise, masks, Absolute(lam))
+        np.testing.assert_allclose(rows.q_trained, rows.box_fraction)  # Q is the box share

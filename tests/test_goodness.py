@@ -176,8 +176,21 @@ def test_goodness_tables_have_both_layers_thresholds_and_both_networks(demo_stor
             "difference",
             "p (Wilcoxon)",
             "images scored",
+            "share of pixels on, trained (%)",
+            "share of pixels on, random (%)",
+            "threshold's reach",
+            "Q at pct:95, trained",
+            "Q at pct:95, random twin",
+            "Q at pct:95, centre prior",
+            "Q at pct:95, edge map",
+            "Q at pct:95, uniform noise",
+            "baselines",
         ]
         assert "nan" not in df.to_markdown().lower()
+    # box-area switches on exactly the boxes' share: never "all on" nor "none"
+    assert tables["rotation"].loc["threshold's reach"].iloc[0] == "informative"
+    nums = tables["embedding"].attrs["numbers"].iloc[0]
+    assert 0 <= nums["share_on_trained"] <= 1 and 0 <= nums["q_pct95_edges"] <= 1
 
 
 def test_models_without_a_study_threshold_need_one(demo_store):
