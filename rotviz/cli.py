@@ -29,7 +29,7 @@ from rotviz.cli_options import (
 )
 from rotviz.errors import RotvizError
 from rotviz.evaluate import rotation_accuracy
-from rotviz.goodness import goodness_run, sweeps
+from rotviz.goodness import goodness_baselines, goodness_run, sweeps
 from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
 from rotviz.pipeline import (
@@ -287,6 +287,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run.rows.to_csv(out / "goodness.csv", index=False)
+    base, flag = goodness_baselines([run])
+    base.to_csv(out / "baselines.csv", index=False)
     if args.save_maps:
         np.savez_compressed(
             out / "maps.npz",
@@ -337,6 +339,17 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         + (", sweep.*" if sweep is not None else "")
         + (", maps.npz" if args.save_maps else "")
         + (f", {written} figures" if written else "")
+    )
+    for who, name in (("trained", "trained"), ("random", s["twin"])):
+        note = s[f"reach_note_{who}"]
+        print(
+            f"share of pixels on at {s['threshold']}, {name}: "
+            f"{fmt_pct(s[f'mean_fraction_on_{who}'])}" + (f" ({note})" if note else "")
+        )
+    print(
+        "Q at pct:95 (baselines.csv): "
+        + ", ".join(f"{r.source} {fmt_pct(r['q pct:95'])}" for _, r in base.iterrows())
+        + (f"; the trained network {flag}" if flag else "")
     )
     return 0
 

@@ -151,6 +151,11 @@ def test_saliency_command_writes_every_output(demo_store, tmp_path):
     for name in ("figure_000.png", "figure_001.png", "figure_001.pdf", "sweep.png", "sweep.csv"):
         assert (out / name).stat().st_size > 0
     assert "mean Q" in res.stdout
+    assert summary["mean_fraction_on_trained"] == pytest.approx(rows.fraction_on_trained.mean())
+    assert "share of pixels on at pct:90" in res.stdout and "Q at pct:95" in res.stdout
+    base = pd.read_csv(out / "baselines.csv")
+    assert list(base.source) == ["trained", "random", "centre", "edges", "noise"]
+    assert base["q pct:95"].between(0, 1).all()
 
 
 @pytest.mark.slow
