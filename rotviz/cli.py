@@ -27,6 +27,7 @@ from rotviz.cli_options import (
     run_config,
     train_config,
 )
+from rotviz.consistency import consistency_table
 from rotviz.errors import RotvizError
 from rotviz.evaluate import rotation_accuracy
 from rotviz.goodness import goodness_baselines, goodness_run, sweeps
@@ -354,6 +355,34 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consistency(args: argparse.Namespace) -> int:
+    data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
+    ckpt = served_network(args, data, tcfg, runtime)
+    sal = SaliencyConfig(layer=args.layer, neurons=args.neurons, method=args.method)
+    _, test = load_split(data, "test")
+    images = test.images[: args.images] if args.images else test.images
+    log(
+        f"rotation consistency of {len(images)} test images, trained and {TWIN_NAMES[args.twin]} "
+        f"({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
+    )
+    twin = random_twin_of(ckpt, args.twin, runtime, data)
+    rows, table = consistency_table(ckpt, images, sal, runtime, twin)
+    if not distributed.is_main():
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = np.array([r.relpath for r in test.records])[rows["image"].to_numpy()]
+    rows.assign(file=files).to_csv(out / "consistency.csv", index=False)
+    table.attrs["numbers"].to_csv(out / "consistency_table.csv", index=False)
+    text = format_table(table, args.format)
+    (
+        out / f"consistency.{dict(markdown='md', latex='tex').get(args.format, args.format)}"
+    ).write_text(text)
+    print(text)
+    log(f"wrote {out}/consistency.csv, consistency_table.csv")
+    return 0
+
+
 def cmd_neurons(args: argparse.Namespace) -> int:
     data, tcfg, runtime = data_config(args), train_config(args), as_runtime(run_config(args))
     device = runtime.device
@@ -508,6 +537,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_map_options(g: argparse._ActionsContainer) -> None:
+    """--layer, --neurons, --method: what a saliency map explains and how."""
+    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
+    g.add_argument(
+        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
+    )
+    g.add_argument(
+        "--method",
+        default="saliency",
+        help="saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rotviz",
@@ -549,15 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     add_train_options(p)
     g = p.add_argument_group("saliency")
-    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
-    g.add_argument(
-        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
-    )
-    g.add_argument(
-        "--method",
-        default="saliency",
-        help="saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
-    )
+    add_map_options(g)
     g.add_argument(
         "--aggregate",
         choices=["none", "mean", "max"],
@@ -584,6 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write maps.npz: trained and random maps (N, S, S), box masks, file names",
     )
     p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser(
+        "consistency",
+        help="rotation consistency: maps of rotated test images, turned back, vs upright; "
+        "trained vs random",
+    )
+    add_data_options(p)
+    add_train_options(p)
+    g = p.add_argument_group("consistency")
+    add_map_options(g)
+    g.add_argument("--images", type=int, default=0, help="first N test images (default all)")
+    g.add_argument("--format", choices=FORMATS, default="markdown")
+    g.add_argument("--out", default="consistency", help="output folder (default consistency/)")
+    p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser(
         "neurons",

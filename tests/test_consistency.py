@@ -65,3 +65,21 @@ def test_consistency_table_trained_vs_twin(demo_store):
     t = rows[rows.network == "trained"].groupby("image").spearman.mean().mean()
     assert nums.loc["spearman", "trained"] == pytest.approx(t)
     assert (table["images"] == 4).all()
+
+
+def test_consistency_command_writes_rows_and_table(demo_store, tmp_path, capsys):
+    import pandas as pd
+
+    from rotviz.cli import main
+
+    store, *_ = demo_store
+    out = tmp_path / "cons"
+    argv = ["consistency", "--dataset", "demo", "--model", "six_layer", "--epochs", "1"]
+    argv += ["--batch-size", "32", "--images", "3", "--twin", "initial"]
+    assert main([*argv, "--store", str(store.root), "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "consistency.csv")
+    assert len(rows) == 2 * 3 * 3 and rows.spearman.between(-1, 1).all()
+    assert rows.file.notna().all()
+    nums = pd.read_csv(out / "consistency_table.csv").set_index("measure")
+    assert list(nums.index) == ["spearman", "top5"] and (nums["n"] == 3).all()
+    assert "spearman" in capsys.readouterr().out and (out / "consistency.md").exists()
