@@ -141,8 +141,9 @@ def study_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -
     return study
 
 
-# Keys of the optional sections (read by rotviz.probe_cli.probe_and_sanity_tables).
+# Keys of the optional sections (read by rotviz.runs.probe_and_sanity_tables).
 SECTION_KEYS = {
+    "consistency": {"datasets", "models", "layer", "neurons", "method", "images"},
     "probe": {
         "datasets",
         "models",

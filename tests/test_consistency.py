@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,22 @@ def test_consistency_command_writes_rows_and_table(demo_store, tmp_path, capsys)
     nums = pd.read_csv(out / "consistency_table.csv").set_index("measure")
     assert list(nums.index) == ["spearman", "top5"] and (nums["n"] == 3).all()
     assert "spearman" in capsys.readouterr().out and (out / "consistency.md").exists()
+
+
+def test_study_consistency_section_makes_a_table(demo_store):
+    from rotviz.runs import probe_and_sanity_tables
+    from rotviz.study import study_from_dict
+
+    store, *_ = demo_store
+    raw = {
+        "models": ["six_layer"],
+        "twin": "initial",
+        "train": {"epochs": 1, "batch_size": 32},
+        "datasets": {"demo": {}},
+        "consistency": {"images": 2},
+    }
+    tables = probe_and_sanity_tables(study_from_dict(raw, Path(".")), store, "cpu")
+    assert list(tables["consistency demo six_layer"].index) == ["spearman", "top5"]
+    assert (tables["consistency demo six_layer numbers"]["n"] == 2).all()
+    with pytest.raises(RotvizError, match="unknown keys"):
+        study_from_dict({**raw, "consistency": {"imgs": 2}}, Path("."))
