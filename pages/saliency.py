@@ -109,6 +109,13 @@ with common.shown_errors("the saliency page"):
         "image": split.records[index].relpath,
         **sal_cfg.__dict__,
     }
+    with st.expander("Rotation consistency: maps of the rotated image, turned back"):
+        st.caption(
+            "Each map is of the image rotated by k x 90°, turned back; a map about the object "
+            "matches the upright one (Spearman 1). `python -m rotviz consistency` scores the test set."
+        )
+        if st.checkbox("Compute the four back-rotated maps", key="sal_consistency"):
+            explore.consistency_panel(pair, image, sal_cfg)
     threshold_section(
         card,
         pair,

@@ -31,9 +31,10 @@ from rotviz.cli_options import (
     step_progress_bar,
     train_config,
 )
+from rotviz.consistency import consistency_table
 from rotviz.errors import RotvizError
 from rotviz.evaluate import rotation_accuracy
-from rotviz.goodness import goodness_run, sweeps
+from rotviz.goodness import goodness_baselines, goodness_run, sweeps
 from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
 from rotviz.pipeline import (
@@ -227,6 +228,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     where = provenance(ckpt, data)
     run.rows.assign(**where).to_csv(out / "goodness.csv", index=False)
+    base, flag = goodness_baselines([run])
+    base.to_csv(out / "baselines.csv", index=False)
     if args.save_maps:
         np.savez_compressed(
             out / "maps.npz",
@@ -279,6 +282,45 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         + (", maps.npz" if args.save_maps else "")
         + (f", {written} figures" if written else "")
     )
+    for who, name in (("trained", "trained"), ("random", s["twin"])):
+        note = s[f"reach_note_{who}"]
+        print(
+            f"share of pixels on at {s['threshold']}, {name}: "
+            f"{fmt_pct(s[f'mean_fraction_on_{who}'])}" + (f" ({note})" if note else "")
+        )
+    print(
+        "Q at pct:95 (baselines.csv): "
+        + ", ".join(f"{r.source} {fmt_pct(r['q pct:95'])}" for _, r in base.iterrows())
+        + (f"; the trained network {flag}" if flag else "")
+    )
+    return 0
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    runtime = as_runtime(run_config(args))
+    ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
+    sal = SaliencyConfig(layer=args.layer, neurons=args.neurons, method=args.method)
+    _, test = load_split(data, "test")
+    images = test.images[: args.images] if args.images else test.images
+    log(
+        f"rotation consistency of {len(images)} test images, trained and {TWIN_NAMES[args.twin]} "
+        f"({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
+    )
+    twin = random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data), fallback=data)
+    rows, table = consistency_table(ckpt, images, sal, runtime, twin)
+    if not distributed.is_main():
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = np.array([r.relpath for r in test.records])[rows["image"].to_numpy()]
+    rows.assign(file=files).to_csv(out / "consistency.csv", index=False)
+    table.attrs["numbers"].to_csv(out / "consistency_table.csv", index=False)
+    text = format_table(table, args.format)
+    (
+        out / f"consistency.{dict(markdown='md', latex='tex').get(args.format, args.format)}"
+    ).write_text(text)
+    print(text)
+    log(f"wrote {out}/consistency.csv, consistency_table.csv")
     return 0
 
 
@@ -437,6 +479,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_map_options(g: argparse._ActionsContainer) -> None:
+    """--layer, --neurons, --method: what a saliency map explains and how."""
+    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
+    g.add_argument(
+        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
+    )
+    g.add_argument(
+        "--method",
+        default="saliency",
+        help="saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rotviz",
@@ -480,15 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_options(p)
     add_checkpoint_option(p)
     g = p.add_argument_group("saliency")
-    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
-    g.add_argument(
-        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
-    )
-    g.add_argument(
-        "--method",
-        default="saliency",
-        help="saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
-    )
+    add_map_options(g)
     g.add_argument(
         "--aggregate",
         choices=["none", "mean", "max"],
@@ -515,6 +562,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write maps.npz: trained and random maps (N, S, S), box masks, file names",
     )
     p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser(
+        "consistency",
+        help="rotation consistency: maps of rotated test images, turned back, vs upright; "
+        "trained vs random",
+    )
+    add_data_options(p)
+    add_train_options(p)
+    g = p.add_argument_group("consistency")
+    add_map_options(g)
+    g.add_argument("--images", type=int, default=0, help="first N test images (default all)")
+    g.add_argument("--format", choices=FORMATS, default="markdown")
+    g.add_argument("--out", default="consistency", help="output folder (default consistency/)")
+    p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser(
         "neurons",

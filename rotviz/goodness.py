@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rotviz.baselines import SCALE_FREE, baseline_comparison, baseline_rows, baseline_summary
 from rotviz.checkpoint import Checkpoint
 from rotviz.maps import checkpoint_maps
 from rotviz.metrics import (
@@ -44,6 +45,7 @@ class GoodnessRun:
     maps_random: np.ndarray
     masks: np.ndarray  # (N, S, S) bool box masks
     summary: dict[str, Any]
+    baselines: pd.DataFrame | None = None  # rotviz.baselines.baseline_rows, trained and random too
 
 
 def split_box_masks(
@@ -102,14 +104,34 @@ def score_rows(
     return pd.DataFrame(rows)
 
 
+# The threshold's reach: a mean share of pixels on at or above ALL_ON makes every mask the
+# whole image (Q is then the boxes' share of the image); at or below NONE_ON nothing passes.
+ALL_ON, NONE_ON = 0.95, 0.001
+
+
+def reach_note(mean_share_on: float | None) -> str:
+    """What a threshold's mean share of pixels on (0..1) means for Q; "" when it is informative."""
+    if mean_share_on is None or not math.isfinite(mean_share_on):
+        return ""
+    if mean_share_on >= ALL_ON:
+        return "nearly all pixels on: Q equals the boxes' share of the image"
+    if mean_share_on <= NONE_ON:
+        return "no pixel passes: Q is 0"
+    return ""
+
+
 def summarize(rows: pd.DataFrame) -> dict[str, Any]:
-    """Dataset scores: mean Q (over images with boxes), counts of images without, RMA, pointing."""
+    """Dataset scores: mean Q (over images with boxes), counts of images without, RMA, pointing,
+    mean share of pixels on (over all images) and its reach note, per network."""
     out: dict[str, Any] = {"n_images": len(rows)}
     for who in ("trained", "random"):
         m = mean_goodness(rows[f"q_{who}"].tolist() if len(rows) else [])
         out[f"mean_q_{who}"] = m.mean
         out[f"mean_rma_{who}"] = float(rows[f"rma_{who}"].mean()) if m.n_used else None
         out[f"pointing_{who}"] = float(rows[f"pointing_{who}"].mean()) if m.n_used else None
+        share = float(rows[f"fraction_on_{who}"].mean()) if len(rows) else None
+        out[f"mean_fraction_on_{who}"] = share
+        out[f"reach_note_{who}"] = reach_note(share)
         out["n_scored"], out["n_without_boxes"] = m.n_used, m.n_undefined
     return out
 
@@ -141,6 +163,7 @@ def goodness_run(
     masks = split_box_masks(split, keep_categories, include_crowd)
     rows = score_rows(split, maps_t, maps_r, masks, threshold)
     summary = summarize(rows)
+    baselines = baseline_rows(split.images, masks, {"trained": maps_t, "random": maps_r})
     summary.update(
         checkpoint=checkpoint.name,
         dataset=checkpoint.card.dataset,
@@ -152,7 +175,9 @@ def goodness_run(
         warning=method_warning(checkpoint.model, sal.method),
         twin=twin_name,
     )
-    return GoodnessRun(rows, maps_t, maps_r, masks, summary)
+    if summary["n_scored"]:
+        _, summary["baseline_flag"] = baseline_comparison(baselines)
+    return GoodnessRun(rows, maps_t, maps_r, masks, summary, baselines)
 
 
 def goodness_comparison(
@@ -176,6 +201,20 @@ def goodness_comparison(
         for net in q
     }
     return compare_paired(q_t, q_r), seeds
+
+
+def goodness_baselines(runs: Sequence[GoodnessRun]) -> tuple[pd.DataFrame, str]:
+    """Baselines beside the networks at the scale-free thresholds, and the trained network's flag.
+
+    runs: one per training seed (their per-image scores are averaged over seeds, as in
+    goodness_comparison). Returns baseline_summary (one row per source: trained, random,
+    centre, edges, noise) and "does not beat the ..." ("" when it beats edge map and centre).
+    """
+    rows = pd.concat([r.baselines for r in runs if r.baselines is not None], ignore_index=True)
+    rows = rows.groupby(["source", "image"], sort=False).mean().reset_index()
+    if not rows[f"q {SCALE_FREE[0].describe()}"].notna().any():
+        return baseline_summary(rows), ""
+    return baseline_summary(rows), baseline_comparison(rows)[1]
 
 
 def sweeps(run: GoodnessRun) -> pd.DataFrame:

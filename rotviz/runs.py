@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rotviz.batchnorm import TWIN_NAMES
 from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, TrainConfig
+from rotviz.consistency import consistency_table
 from rotviz.goodness import split_box_masks
 from rotviz.metrics import parse_threshold
 from rotviz.pipeline import load_split, random_twin_of, train_or_load
@@ -160,8 +162,8 @@ def probe_and_sanity_tables(
     runtime: RuntimeLike = "auto",
     log: Log = quiet,
 ) -> dict[str, pd.DataFrame]:
-    """Tables of a study's [probe] and [sanity] sections: "probe <dataset> <model>", "sanity ..." and
-    "cascading ..." frames (display strings with intervals; numeric ones end in " numbers")."""
+    """Tables of a study's [probe], [sanity] and [consistency] sections: "probe <dataset> <model>",
+    "sanity ...", "cascading ..." and "consistency <dataset> <model>" frames (display strings with intervals; numeric ones end in " numbers")."""
     runtime = as_runtime(runtime)
     tables: dict[str, pd.DataFrame] = {}
     spec = study.sections.get("probe")
@@ -217,4 +219,23 @@ def probe_and_sanity_tables(
                     tables[f"sanity {ds} {model} {neurons}"] = rep.table
                     tables[f"sanity {ds} {model} {neurons} numbers"] = rep.numbers
                     tables[f"cascading {ds} {model} {neurons}"] = rep.cascade_table
+    spec = study.sections.get("consistency")
+    if spec:
+        sal = SaliencyConfig(
+            layer=spec.get("layer", "rotation"),
+            neurons=spec.get("neurons", "all"),
+            method=spec.get("method", "saliency"),
+        )
+        for ds in spec.get("datasets", [next(iter(study.datasets))]):
+            data = study.data_config(ds)
+            _, test = load_split(data, "test")
+            images = test.images[: int(spec.get("images", 32))]
+            for model in spec.get("models", list(study.models)):
+                ckpt = train_or_load(data, study.train_config(model), store, runtime, log=log)
+                log(f"consistency: {ds} {model}, {len(images)} test images")
+                twin = random_twin_of(ckpt.checkpoint, study.twin, runtime, data)
+                _, table = consistency_table(ckpt.checkpoint, images, sal, runtime, twin)
+                table.attrs["twin"] = TWIN_NAMES[study.twin]
+                tables[f"consistency {ds} {model}"] = table
+                tables[f"consistency {ds} {model} numbers"] = table.attrs["numbers"]
     return tables

@@ -14,11 +14,18 @@ from typing import Any
 
 import pandas as pd
 
+from rotviz.baselines import BASELINE_NAMES, SCALE_FREE
 from rotviz.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.evaluate import accuracy_comparison
-from rotviz.goodness import goodness_comparison, goodness_run
+from rotviz.goodness import (
+    GoodnessRun,
+    goodness_baselines,
+    goodness_comparison,
+    goodness_run,
+    reach_note,
+)
 from rotviz.metrics import parse_threshold
 from rotviz.models import STUDY_MODELS
 from rotviz.pipeline import load_split, random_twin_of, train_or_load
@@ -27,7 +34,7 @@ from rotviz.records import Dataset
 from rotviz.rotation import parse_rotations
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.saliency import SaliencyConfig
-from rotviz.stats import Comparison, seed_interval
+from rotviz.stats import Comparison, Interval, seed_interval
 from rotviz.store import CheckpointStore
 
 
@@ -134,8 +141,9 @@ def study_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -
     return study
 
 
-# Keys of the optional sections (read by rotviz.probe_cli.probe_and_sanity_tables).
+# Keys of the optional sections (read by rotviz.runs.probe_and_sanity_tables).
 SECTION_KEYS = {
+    "consistency": {"datasets", "models", "layer", "neurons", "method", "images"},
     "probe": {
         "datasets",
         "models",
@@ -272,6 +280,35 @@ def resolve_categories(ds: Dataset, names: Sequence[str]) -> list[int] | None:
     return ids
 
 
+def _reach_numbers(runs: Sequence[GoodnessRun]) -> dict[str, float]:
+    """Mean share of pixels on at the table's threshold (trained / random), averaged over seeds."""
+    return {
+        who: float(sum(r.summary[f"mean_fraction_on_{who}"] or 0 for r in runs) / len(runs))
+        for who in ("trained", "random")
+    }
+
+
+def _reach_rows(runs: Sequence[GoodnessRun]) -> dict[str, str]:
+    """Table cells: the share of pixels on per network and the reach note."""
+    shares = _reach_numbers(runs)
+    notes = [f"{who}: {reach_note(v)}" for who, v in shares.items() if reach_note(v)]
+    return {
+        **{f"share of pixels on, {who} (%)": f"{100 * v:.1f}" for who, v in shares.items()},
+        "threshold's reach": "; ".join(notes) or "informative",
+    }
+
+
+def _baseline_cells(summary: pd.DataFrame) -> dict[str, str]:
+    """Table cells: Q (%) at the first scale-free threshold of networks and baselines, with CIs."""
+    col = f"q {SCALE_FREE[0].describe()}"
+    names = {"trained": "trained", "random": "random twin", **BASELINE_NAMES}
+    out = {}
+    for _, row in summary.iterrows():
+        iv = Interval(row[col], row[f"{col}_low"], row[f"{col}_high"], int(row["n"]))
+        out[f"Q at {SCALE_FREE[0].describe()}, {names[row['source']]}"] = iv.format()
+    return out
+
+
 def goodness_tables(
     study: Study,
     store: CheckpointStore,
@@ -283,7 +320,9 @@ def goodness_tables(
     images with boxes, "mean [95% CI]" over images.
 
     Rows: trained, random, difference, p (Wilcoxon), images scored (plus "trained, over
-    seeds", "random, over seeds" with several [train] seeds); columns: "model (threshold)";
+    seeds", "random, over seeds" with several [train] seeds), the share of pixels on per
+    network and the threshold's reach, Q at pct:95 of both networks and of the model-free
+    baselines (rotviz.baselines), and the flag "does not beat the ..."; columns: "model (threshold)";
     numeric intervals in df.attrs["numbers"]. Reads the [goodness] section:
     dataset, neurons, method, aggregate, box_categories, include_crowd, thresholds.<layer>.<model>.
     """
@@ -334,6 +373,17 @@ def goodness_tables(
             cmp, seeds = goodness_comparison(runs)
             shown, nums = _interval_rows(cmp, seeds)
             shown["images scored"] = str(cmp.trained.n)
+            reach = _reach_rows(runs)
+            shown.update(reach)
+            base, flag = goodness_baselines(runs)
+            shown.update(_baseline_cells(base))
+            shown["baselines"] = flag or "beats the edge map and the centre prior"
+            nums.update(
+                {f"share_on_{k.split(', ')[-1]}": v for k, v in _reach_numbers(runs).items()}
+            )
+            nums["baseline_flag"] = flag
+            for _, b in base.iterrows():
+                nums[f"q_pct95_{b['source']}"] = b[f"q {SCALE_FREE[0].describe()}"]
             name = f"{model} ({threshold.describe()})"
             columns[name] = shown
             numbers.append({"model": model, "threshold": threshold.describe(), **nums})

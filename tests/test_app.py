@@ -215,6 +215,16 @@ def test_saliency_page_shows_q_and_follows_the_threshold(app_dirs):
     assert not at.exception and metric(at, "Q, trained").endswith("%")
 
 
+def test_saliency_page_shows_value_range_and_rotation_consistency(app_dirs):
+    at = run_page("pages/saliency.py")
+    at.selectbox(key="sal_ckpt").set_value(str(app_dirs["card"])).run()
+    assert "Map values, percentiles — trained: 5th" in texts(at)
+    at.checkbox(key="sal_consistency").check().run()
+    assert not at.exception
+    assert texts(at).count("turned back: Spearman 1.000") == 2  # k = 0, trained and twin
+    assert texts(at).count("turned back: Spearman") == 8
+
+
 def test_saliency_page_explains_impossible_settings():
     at = run_page("pages/saliency.py")
     at.radio(key="sal-layer").set_value("embedding").run()
@@ -254,6 +264,9 @@ def test_metrics_page_tables(card, app_dirs):
     assert good["trained"].between(0, 1).all()
     assert good["published mean Q, trained (%)"].isna().all()
     assert good["published: comparable?"].str.startswith("not the study's recipe").all()
+    assert good["share of pixels on, trained (%)"].astype(float).between(9, 12).all()  # ~10%
+    assert good["threshold's reach"].eq("informative").all()
+    assert good["model-free baselines (pct:95)"].str.contains("beat").all()
     assert len(at.get("plotly_chart")) == 1  # the dataset sweep
 
 

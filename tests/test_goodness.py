@@ -151,6 +151,11 @@ def test_saliency_command_writes_every_output(demo_store, tmp_path):
     for name in ("figure_000.png", "figure_001.png", "figure_001.pdf", "sweep.png", "sweep.csv"):
         assert (out / name).stat().st_size > 0
     assert "mean Q" in res.stdout
+    assert summary["mean_fraction_on_trained"] == pytest.approx(rows.fraction_on_trained.mean())
+    assert "share of pixels on at pct:90" in res.stdout and "Q at pct:95" in res.stdout
+    base = pd.read_csv(out / "baselines.csv")
+    assert list(base.source) == ["trained", "random", "centre", "edges", "noise"]
+    assert base["q pct:95"].between(0, 1).all()
 
 
 @pytest.mark.slow
@@ -176,8 +181,21 @@ def test_goodness_tables_have_both_layers_thresholds_and_both_networks(demo_stor
             "difference",
             "p (Wilcoxon)",
             "images scored",
+            "share of pixels on, trained (%)",
+            "share of pixels on, random (%)",
+            "threshold's reach",
+            "Q at pct:95, trained",
+            "Q at pct:95, random twin",
+            "Q at pct:95, centre prior",
+            "Q at pct:95, edge map",
+            "Q at pct:95, uniform noise",
+            "baselines",
         ]
         assert "nan" not in df.to_markdown().lower()
+    # box-area switches on exactly the boxes' share: never "all on" nor "none"
+    assert tables["rotation"].loc["threshold's reach"].iloc[0] == "informative"
+    nums = tables["embedding"].attrs["numbers"].iloc[0]
+    assert 0 <= nums["share_on_trained"] <= 1 and 0 <= nums["q_pct95_edges"] <= 1
 
 
 def test_models_without_a_study_threshold_need_one(demo_store):

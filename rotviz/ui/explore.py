@@ -11,10 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from rotviz.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
+from rotviz.consistency import back_rotated_maps
 from rotviz.figures import sweep_plotly, trained_vs_random_figure
-from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold, format_q
+from rotviz.goodness import reach_note
+from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold, format_q, fraction_on
 from rotviz.published import study_lambda
 from rotviz.saliency import METHODS, SaliencyConfig, method_warning
+from rotviz.sanity import spearman_similarity
 from rotviz.ui import cached, common, export, render
 
 METHOD_LABELS = {
@@ -172,6 +175,33 @@ def maps_panel(
     )
 
 
+def value_range_text(maps: tuple[np.ndarray, np.ndarray], threshold: Threshold) -> str:
+    """Where each map's values lie (5th, 50th, 95th percentile) beside the threshold, and what
+    an absolute λ then does (rotviz.goodness.reach_note)."""
+    parts = []
+    for name, m in zip(("trained", "random twin"), maps, strict=True):
+        p5, p50, p95 = np.percentile(m, (5, 50, 95))
+        text = f"{name}: 5th {p5:.1e}, median {p50:.1e}, 95th {p95:.1e}"
+        if isinstance(threshold, Absolute):
+            note = reach_note(fraction_on(threshold.mask(m)))
+            text += f" ({note})" if note else ""
+        parts.append(text)
+    lam = f" λ = {threshold.lam:.1e}." if isinstance(threshold, Absolute) else ""
+    return "Map values, percentiles — " + "; ".join(parts) + "." + lam
+
+
+def consistency_panel(pair: cached.ModelPair, image: np.ndarray, sal: SaliencyConfig) -> None:
+    """The four back-rotated maps of one image, trained and twin, with Spearman vs the upright map."""
+    for name, model in (("trained", pair.trained), ("random twin", pair.random)):
+        maps = back_rotated_maps(model, image[None], sal, next(model.parameters()).device)
+        vmin, vmax = render.shared_scale(*[m[0] for m in maps.values()])
+        cols = st.columns(4)
+        for col, (k, m) in zip(cols, maps.items(), strict=True):
+            rho = spearman_similarity(m[0], maps[0][0])
+            col.image(render.zoom(render.overlay(render.hwc(image), m[0], vmin, vmax)))
+            col.caption(f"{name}, rotated {90 * k}°, turned back: Spearman {rho:.3f}")
+
+
 def threshold_panel(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -200,6 +230,7 @@ def threshold_panel(
             width=384,
         )
     st.caption(common.Q_HELP + f" Threshold: {threshold.describe()}.")
+    st.caption(value_range_text(maps, threshold))
     if isinstance(threshold, Absolute) and view.fraction_trained == 0 and view.fraction_random == 0:
         st.info(
             f"No pixel reaches λ = {threshold.lam:.1e} in either map (max trained {maps[0].max():.1e}, "

@@ -18,12 +18,19 @@ import streamlit as st
 from rotviz.batchnorm import TWIN_NAMES
 from rotviz.checkpoint import Card
 from rotviz.config import DataConfig
-from rotviz.goodness import GoodnessRun, goodness_comparison, goodness_run, sweeps
+from rotviz.goodness import (
+    GoodnessRun,
+    goodness_baselines,
+    goodness_comparison,
+    goodness_run,
+    sweeps,
+)
 from rotviz.maps import checkpoint_maps
 from rotviz.metrics import Absolute, BoxArea, Percentile, Threshold
 from rotviz.published import PUBLISHED_GOODNESS, goodness_protocol_mismatch, study_lambda
 from rotviz.saliency import SaliencyConfig
 from rotviz.stats import format_p
+from rotviz.tables import percent
 from rotviz.ui import cached
 
 # The columns the page shows (the export keeps the numeric ones too).
@@ -35,6 +42,10 @@ DISPLAY_COLUMNS = (
     "difference (%)",
     "p (Wilcoxon)",
     "images with boxes",
+    "share of pixels on, trained (%)",
+    "share of pixels on, random twin (%)",
+    "threshold's reach",
+    "model-free baselines (pct:95)",
     "published mean Q, trained (%)",
     "published: comparable?",
     "checkpoint",
@@ -145,7 +156,14 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
     rows = []
     for res in results:
         threshold = threshold_for(mode, value, res.card.model, res.layer)
-        cmp, _ = goodness_comparison([scored(res, threshold)])
+        run = scored(res, threshold)
+        cmp, _ = goodness_comparison([run])
+        _, flag = goodness_baselines([run])
+        notes = [
+            f"{who}: {run.summary[f'reach_note_{who}']}"
+            for who in ("trained", "random")
+            if run.summary[f"reach_note_{who}"]
+        ]
         published, why = published_cell(res, threshold)
         rows.append(
             {
@@ -159,6 +177,12 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
                 "difference (%)": cmp.difference.format(),
                 "p (Wilcoxon)": format_p(cmp.p_value),
                 "images with boxes": cmp.trained.n,
+                "share of pixels on, trained (%)": percent(run.summary["mean_fraction_on_trained"]),
+                "share of pixels on, random twin (%)": percent(
+                    run.summary["mean_fraction_on_random"]
+                ),
+                "threshold's reach": "; ".join(notes) or "informative",
+                "model-free baselines (pct:95)": flag or "beats the edge map and the centre prior",
                 "published mean Q, trained (%)": published,
                 "published: comparable?": why,
                 "checkpoint": res.card.name,
