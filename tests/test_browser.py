@@ -148,6 +148,46 @@ def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
     return outside, missing
 
 
+def visit_every_page_from_the_sidebar(app_url: str) -> tuple[list[str], list[str]]:
+    """Open the app, then every page through its sidebar link, as a user does;
+    (requests to other hosts, URLs answered 404)."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    outside, missing = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on(
+                "request",
+                lambda r: (
+                    urlsplit(r.url).hostname not in ("localhost", "127.0.0.1")
+                    and not r.url.startswith("data:")
+                    and outside.append(r.url)
+                ),
+            )
+            page.on("response", lambda r: r.status == 404 and missing.append(r.url))
+            open_when_up(page, app_url)
+            page.get_by_role("heading", name="rotviz").first.wait_for(timeout=120_000)
+            for script, label, _ in [*PAGES[1:], PAGES[0]]:
+                page.locator("[data-testid='stSidebar']").get_by_role("link", name=label).click()
+                heading = label if script != "app.py" else "rotviz"
+                page.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+                page.wait_for_timeout(2000)  # late requests (icons, fonts)
+        finally:
+            browser.close()
+    return outside, missing
+
+
+def test_every_page_reached_from_the_app_is_offline_and_complete(app_url):
+    """Zero requests leave the machine and zero 404s, on every page, navigating as a user does."""
+    outside, missing = visit_every_page_from_the_sidebar(app_url)
+    assert outside == []
+    assert missing == []
+
+
 def test_no_page_calls_out_of_the_machine(app_url):
     outside, missing = load_every_page(app_url)
     assert outside == []
