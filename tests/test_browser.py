@@ -116,10 +116,23 @@ def open_when_up(page, url: str) -> None:
 UPSTREAM_404 = ("/_stcore/health", "/_stcore/host-config")
 
 
-def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
-    """Open every page by its URL; (requests to other hosts, URLs answered 404)."""
+def watch(page, outside: list[str], missing: list[str]) -> None:
+    """Record every request to another host in outside and every 404 answer in missing."""
     from urllib.parse import urlsplit
 
+    page.on(
+        "request",
+        lambda r: (
+            urlsplit(r.url).hostname not in ("localhost", "127.0.0.1")
+            and not r.url.startswith("data:")
+            and outside.append(r.url)
+        ),
+    )
+    page.on("response", lambda r: r.status == 404 and missing.append(r.url))
+
+
+def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
+    """Open every page by its URL; (requests to other hosts, URLs answered 404)."""
     from playwright.sync_api import sync_playwright
 
     outside, missing = [], []
@@ -127,15 +140,7 @@ def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.on(
-                "request",
-                lambda r: (
-                    urlsplit(r.url).hostname not in ("localhost", "127.0.0.1")
-                    and not r.url.startswith("data:")
-                    and outside.append(r.url)
-                ),
-            )
-            page.on("response", lambda r: r.status == 404 and missing.append(r.url))
+            watch(page, outside, missing)
             for script, label, _ in PAGES:
                 path = "" if script == "app.py" else Path(script).stem
                 open_when_up(page, f"{app_url}/{path}")
@@ -151,8 +156,6 @@ def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
 def visit_every_page_from_the_sidebar(app_url: str) -> tuple[list[str], list[str]]:
     """Open the app, then every page through its sidebar link, as a user does;
     (requests to other hosts, URLs answered 404)."""
-    from urllib.parse import urlsplit
-
     from playwright.sync_api import sync_playwright
 
     outside, missing = [], []
@@ -160,15 +163,7 @@ def visit_every_page_from_the_sidebar(app_url: str) -> tuple[list[str], list[str
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.on(
-                "request",
-                lambda r: (
-                    urlsplit(r.url).hostname not in ("localhost", "127.0.0.1")
-                    and not r.url.startswith("data:")
-                    and outside.append(r.url)
-                ),
-            )
-            page.on("response", lambda r: r.status == 404 and missing.append(r.url))
+            watch(page, outside, missing)
             open_when_up(page, app_url)
             page.get_by_role("heading", name="rotviz").first.wait_for(timeout=120_000)
             for script, label, _ in [*PAGES[1:], PAGES[0]]:
