@@ -3,7 +3,7 @@
 The public API, enough for a notebook::
 
     import rotviz
-    ckpt = rotviz.load_checkpoint("rotviz/shipped/demo-six_layer-e15-7b67db4588efa351.json")
+    ckpt = rotviz.load_checkpoint("demo-six_layer-e15-7b67db4588efa351")  # shipped
     _, test = rotviz.load_split(ckpt.data_config, "test")
     run = rotviz.goodness_run(ckpt, test, rotviz.SaliencyConfig(aggregate="none"), rotviz.Absolute(8e-4))
     print(run.summary["mean_q_trained"], run.summary["mean_q_random"])
