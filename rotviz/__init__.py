@@ -17,7 +17,7 @@ from rotviz.goodness import goodness_comparison, goodness_run, score_rows, summa
 from rotviz.maps import checkpoint_maps, network_maps
 from rotviz.metrics import Absolute, BoxArea, Percentile, goodness, parse_threshold
 from rotviz.models import build_model
-from rotviz.pipeline import load_split, train_or_load
+from rotviz.pipeline import load_split, random_twin_of, train_or_load
 from rotviz.runtime import RunConfig, Runtime, as_runtime
 from rotviz.saliency import SaliencyConfig
 from rotviz.store import CheckpointStore, load_checkpoint
@@ -48,6 +48,7 @@ __all__ = [
     "load_split",
     "network_maps",
     "parse_threshold",
+    "random_twin_of",
     "rotation_accuracy",
     "score_rows",
     "summarize",
