@@ -29,12 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rotviz import neurons  # noqa: E402
+from rotviz.checkpoint import Card, Checkpoint  # noqa: E402
 from rotviz.config import DataConfig, TrainConfig  # noqa: E402
 from rotviz.models import build_model  # noqa: E402
 from rotviz.pipeline import load_split  # noqa: E402
 from rotviz.preprocess import PreparedSplit  # noqa: E402
 from rotviz.records import Record  # noqa: E402
-from rotviz.store import Checkpoint  # noqa: E402
 
 GOAL_COLD_S, GOAL_CACHED_S = 120.0, 1.0
 
@@ -110,7 +110,7 @@ def main() -> None:
         "weights_sha256": f"untrained-{args.model}",
         "train_config": dataclasses.asdict(TrainConfig(model=args.model)),
     }
-    ckpt = Checkpoint(model, card, Path("bench"))
+    ckpt = Checkpoint(model, Card(card), Path("bench"))
     ckpt_id = f"bench:{args.model}"
     cold = first_page(ui, ckpt, split, ckpt_id)
     cached = min(first_page(ui, ckpt, split, ckpt_id) for _ in range(3))
@@ -119,7 +119,7 @@ def main() -> None:
     restart = first_page(ui, ckpt, split, ckpt_id)
     print(
         f"{args.model} ({model.num_features} neurons), {args.images} images, "
-        f"{torch.get_num_threads()} torch threads, device {ui._device()}:"
+        f"{torch.get_num_threads()} torch threads, device {ui.cached.runtime().device}:"
     )
     print(f"  cold first page:    {cold:7.2f} s  (goal <= {GOAL_COLD_S:.0f} s)")
     print(f"  cached first page:  {cached:7.3f} s  (goal <= {GOAL_CACHED_S:.0f} s)")
