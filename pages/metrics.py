@@ -242,10 +242,15 @@ def trained_vs_random_section() -> None:
     stem = f"{card.dataset}-{card.model}-{card.name[-8:]}"
     st.caption(f"Recipe: {card.recipe.describe()}")
 
+    twin = explore.twin_select("met_dn")
+    pair = None
+    with common.shown_errors("the random twin"):
+        pair = cached.pair_with_twin(card, twin, own, fallback=common.data_config(dataset))
+    if pair is None:
+        return
+
     st.subheader("Rotation accuracy, mean [95% CI] over test images")
     with common.shown_errors("the accuracy intervals"):
-        twin = explore.twin_select("met_dn")
-        pair = cached.pair_with_twin(card, twin, own, fallback=common.data_config(dataset))
         ivs = downstream.accuracy_intervals(pair.ident, dkey, pair, cfg)
         st.caption(
             "Each test image counts once (its share of rotations predicted right); 95% percentile "
@@ -269,7 +274,7 @@ def trained_vs_random_section() -> None:
             "validation part of the training split) and 20-NN (cosine) on frozen embed() "
             "features of the trained network and of its random twin; test images are only predicted."
         )
-        probe_key = (ckpt_id, dkey, tuple(sorted(fractions)))
+        probe_key = (pair.ident, dkey, tuple(sorted(fractions)))
         done = st.session_state.get("met_probe_done") == probe_key
         if not done:
             done = st.button("Run the probe", key="met_probe", disabled=not fractions)
@@ -278,7 +283,7 @@ def trained_vs_random_section() -> None:
             with st.spinner(
                 f"Probing {task} on {dataset}: features, fits at each label fraction..."
             ):
-                numbers, info = downstream.probe(ckpt_id, dkey, task, probe_key[2], cfg)
+                numbers, info = downstream.probe(pair.ident, dkey, task, probe_key[2], cfg, pair)
             table = probe_table(numbers)
             caption = (
                 f"Probe accuracy (%) on {dataset} ({info['task']}, {len(info['classes'])} classes, "

@@ -35,7 +35,7 @@ with common.shown_errors("the neurons page"):
         "Layer", neurons.LAYERS, format_func=ui.LAYER_LABELS.get, key="nrn-layer", horizontal=True
     )
     which = w2.radio(
-        "Network", neurons.NETWORKS, format_func=ui.NETWORK_LABELS.get, key="nrn-network"
+        "Network", neurons.NETWORK_CHOICES, format_func=ui.NETWORK_LABELS.get, key="nrn-network"
     )
     sort = w3.selectbox(
         "Sort neurons by",
@@ -105,7 +105,7 @@ with common.shown_errors("the neurons page"):
 
     def sheet():  # noqa: ANN202 (a matplotlib Figure, built on click)
         rows = []
-        for net in neurons.NETWORKS:
+        for net in ("trained", which if which != "trained" else "random"):
             a = acts if net == which else ui.activations(ckpt_id, layer, net, checkpoint, split)
             rows.append(ui.view(ckpt_id, dkey, layer, net, sheet_neuron, k, checkpoint, split, a))
         return neurons.contact_sheet(rows)

@@ -35,13 +35,16 @@ from rotviz import figures
 from rotviz.checkpoint import Checkpoint
 from rotviz.errors import RotvizError
 from rotviz.models import RotationNet
+from rotviz.pipeline import random_twin_of
 from rotviz.preprocess import PreparedSplit
 from rotviz.probe import network_key, split_features
 from rotviz.rotation import normalize, rotate
 from rotviz.saliency import SaliencyConfig
 
 LAYERS = ("embedding", "rotation")
-NETWORKS = ("trained", "random")
+NETWORKS = ("trained", "random")  # a contact sheet's rows: the trained net, its initial twin
+# what the browser can show: also the twin with calibrated BatchNorm statistics
+NETWORK_CHOICES = ("trained", "random_calibrated", "random")
 SORT_KEYS = ("neuron", "mean", "selectivity")
 TOP_K = 9
 PAGE_SIZE = 12
@@ -55,7 +58,9 @@ def network_model(checkpoint: Checkpoint, network: str) -> RotationNet:
         return checkpoint.model
     if network == "random":
         return checkpoint.random_twin()
-    raise RotvizError(f"network {network!r}: choose trained or random")
+    if network == "random_calibrated":
+        return random_twin_of(checkpoint, "calibrated")
+    raise RotvizError(f"network {network!r}: choose one of {', '.join(NETWORK_CHOICES)}")
 
 
 def _check_layer(layer: str) -> None:

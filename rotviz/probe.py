@@ -238,14 +238,19 @@ def feature_cache_dir() -> Path:
     return base / "features"
 
 
-def network_key(checkpoint: Checkpoint, network: str) -> str:
-    """Identity of the trained network or its random twin, for the feature cache."""
+def network_key(checkpoint: Checkpoint, network: str, twin: str = "initial") -> str:
+    """Identity of the trained network or its random twin (of that kind), for the feature cache."""
     card = checkpoint.card
     if network == "trained":
         return stable_hash("trained", card.key, card.weights_sha256)
+    if network == "random_calibrated":
+        network, twin = "random", "calibrated"
     if network == "random":
         cfg = checkpoint.train_config
-        return stable_hash("random", cfg.model, len(cfg.rotations), cfg.seed)
+        if twin == "initial":
+            return stable_hash("random", cfg.model, len(cfg.rotations), cfg.seed)
+        # calibrated statistics depend on the training images, hence on the checkpoint's data
+        return stable_hash("random", twin, cfg.model, card.key)
     raise RotvizError(f"network {network!r}: choose trained or random")
 
 
@@ -526,8 +531,13 @@ def probe_run(
     probe_seed: int | None = None,
     cache_dir: Path | None = None,
     log: Log = lambda _: None,
+    twin: RotationNet | None = None,
+    twin_kind: str = "initial",
 ) -> pd.DataFrame:
     """Per test image, network, method and label fraction: whether the prediction is right.
+
+    twin: the random twin to probe beside the trained network (rotviz.pipeline.random_twin_of;
+    default the one with initial BatchNorm statistics), of kind twin_kind.
 
     Columns: seed (the checkpoint's training seed), network (trained / random), method
     (linear / knn / finetune-K), fraction, image (test index), file, correct, c.
@@ -539,14 +549,14 @@ def probe_run(
     pseed = seed if probe_seed is None else probe_seed
     y_train, y_test = td.y_train, td.y_test
     files = td.ids("test")
-    nets = {"trained": checkpoint.model, "random": checkpoint.random_twin()}
+    nets = {"trained": checkpoint.model, "random": twin or checkpoint.random_twin()}
     images_train = images_test = None
     if unfreeze_last is not None:
         images_train, images_test = td.images("train"), td.images("test")
     frames = []
     for network, model in nets.items():
         x_train, x_test = task_features(
-            model, td, network_key(checkpoint, network), device, cache_dir
+            model, td, network_key(checkpoint, network, twin_kind), device, cache_dir
         )
         for fraction in fractions:
             sub = label_subset(y_train, fraction, pseed)

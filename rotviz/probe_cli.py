@@ -90,6 +90,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr),
         log=log,
         checkpoint=ckpt,
+        twin=args.twin,
     )
     table = probe_table(numbers)
     caption = (

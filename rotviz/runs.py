@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rotviz.batchnorm import TWIN_NAMES
+from rotviz.batchnorm import DEFAULT_TWIN, TWIN_NAMES
 from rotviz.checkpoint import Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.consistency import consistency_table
@@ -53,9 +53,11 @@ def run_probe(
     finetune: FinetuneConfig | None = None,
     log: Log = quiet,
     checkpoint: Checkpoint | None = None,
+    twin: str = DEFAULT_TWIN,
 ) -> tuple[pd.DataFrame, pd.DataFrame, TaskData]:
     """(per-image rows, numbers, task data) of the probe for every training seed (trains what the
-    store lacks); with checkpoint, of that one network only (seeds and train_cfg unused)."""
+    store lacks); with checkpoint, of that one network only (seeds and train_cfg unused).
+    twin: which random twin each network is compared with (rotviz.batchnorm.TWINS)."""
     runtime = as_runtime(runtime)
     td = task_data(data, task, min_images)
     log(
@@ -71,6 +73,7 @@ def run_probe(
                 data, dataclasses.replace(train_cfg, seed=seed), store, runtime, log=log
             ).checkpoint
         )
+        own = data if data.dataset == ckpt.card.dataset else None
         frames.append(
             probe_run(
                 ckpt,
@@ -80,6 +83,8 @@ def run_probe(
                 unfreeze_last,
                 finetune or FinetuneConfig(),
                 log=log,
+                twin=random_twin_of(ckpt, twin, runtime, own, fallback=data),
+                twin_kind=twin,
             )
         )
     per_image = pd.concat(frames, ignore_index=True)
@@ -189,6 +194,7 @@ def probe_and_sanity_tables(
                     int(spec.get("min_images", 10)),
                     ft,
                     log,
+                    twin=study.twin,
                 )
                 tables[f"probe {ds} {model}"] = probe_table(numbers)
                 tables[f"probe {ds} {model} numbers"] = numbers

@@ -382,6 +382,7 @@ def cards_table(cards: list[Card]) -> pd.DataFrame:
                 "accuracy trained (%)": None if acc_t is None else round(100 * acc_t, 1),
                 "accuracy random (%)": None if acc_r is None else round(100 * acc_r, 1),
                 "study recipe": "yes" if c.recipe.is_study() else "no",
+                "precise BN": "yes" if c.precise_bn else "no",
                 "weights": c.weights_dtype,
                 "saved": c.saved,
             }

@@ -88,3 +88,20 @@ def test_cli_evaluate_prints_both_twins_and_recalibrates_on_request(
     assert "recomputed over 32 training images" in err and "in memory only" in err
     reloaded = CheckpointStore(root / "off").load(off.name)
     assert not reloaded.card.precise_bn  # the stored checkpoint is unchanged
+
+
+def test_probe_and_neuron_browser_take_either_twin(pair_of_runs, monkeypatch):
+    from rotviz import neurons
+    from rotviz.probe import network_key
+
+    root, on, _ = pair_of_runs
+    monkeypatch.setenv("ROTVIZ_CACHE", str(root / "cache"))
+    assert network_key(on, "random", "calibrated") != network_key(on, "random")
+    assert network_key(on, "random_calibrated") == network_key(on, "random", "calibrated")
+    initial = neurons.network_model(on, "random")
+    calibrated = neurons.network_model(on, "random_calibrated")
+    means = [
+        [m.running_mean.abs().sum().item() for m in net.modules() if hasattr(m, "running_mean")]
+        for net in (initial, calibrated)
+    ]
+    assert sum(means[0]) == 0 and sum(means[1]) > 0

@@ -45,12 +45,23 @@ def accuracy_intervals(
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def probe(
-    ckpt_id: str, dkey: str, task: str, fractions: tuple[float, ...], _cfg: DataConfig
+    pair_id: str,
+    dkey: str,
+    task: str,
+    fractions: tuple[float, ...],
+    _cfg: DataConfig,
+    _pair: cached.ModelPair,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(numbers, task summary) of the probe of one checkpoint and its twin (rotviz.probe)."""
-    ckpt = cached.model_pair(ckpt_id).checkpoint
+    """(numbers, task summary) of the probe of one checkpoint and its chosen twin (rotviz.probe)."""
     td = task_data(_cfg, task)
-    per_image = probe_run(ckpt, td, cached.runtime(), list(fractions))
+    per_image = probe_run(
+        _pair.checkpoint,
+        td,
+        cached.runtime(),
+        list(fractions),
+        twin=_pair.random,
+        twin_kind=_pair.twin,
+    )
     summary = {
         "task": td.task,
         "classes": list(td.classes),

@@ -19,7 +19,11 @@ from rotviz.models import RotationNet
 from rotviz.preprocess import PreparedSplit
 from rotviz.ui import cached, render
 
-NETWORK_LABELS = {"trained": "trained", "random": "random twin"}
+NETWORK_LABELS = {
+    "trained": "trained",
+    "random": "random twin (initial statistics)",
+    "random_calibrated": "random twin (calibrated statistics)",
+}
 LAYER_LABELS = {"embedding": "embedding features", "rotation": "rotation head (logits)"}
 SORT_LABELS = {"neuron": "neuron index", "mean": "mean activation", "selectivity": "selectivity"}
 SELECTIVITY_HELP = (

@@ -73,6 +73,7 @@ def checkpoint_table(cards: list[Card]) -> pd.DataFrame:
             "rotation accuracy, random twin (%)": _percent(c.test_accuracy("random")),
             "test images": c.n_test_images,
             "study recipe": "yes" if c.recipe.is_study() else "no",
+            "precise BN": "yes" if c.precise_bn else "no",
             "trained when": c.saved[:19].replace("T", " "),
             "store": c.origin,
             "name": c.name,
