@@ -9,49 +9,54 @@ The public API, enough for a notebook::
     print(run.summary["mean_q_trained"], run.summary["mean_q_random"])
 """
 
-from rotviz.checkpoint import Card, Checkpoint, Recipe
-from rotviz.config import DataConfig, TrainConfig, __version__
-from rotviz.errors import RotvizError
-from rotviz.evaluate import accuracy_comparison, rotation_accuracy
-from rotviz.goodness import goodness_comparison, goodness_run, score_rows, summarize, sweeps
-from rotviz.maps import checkpoint_maps, network_maps
-from rotviz.metrics import Absolute, BoxArea, Percentile, goodness, parse_threshold
-from rotviz.models import build_model
-from rotviz.pipeline import load_split, random_twin_of, train_or_load
-from rotviz.runtime import RunConfig, Runtime, as_runtime
-from rotviz.saliency import SaliencyConfig
-from rotviz.store import CheckpointStore, load_checkpoint
+import importlib
+from typing import Any
 
-__all__ = [
-    "Absolute",
-    "BoxArea",
-    "Card",
-    "Checkpoint",
-    "CheckpointStore",
-    "DataConfig",
-    "Percentile",
-    "Recipe",
-    "RotvizError",
-    "RunConfig",
-    "Runtime",
-    "SaliencyConfig",
-    "TrainConfig",
-    "__version__",
-    "accuracy_comparison",
-    "as_runtime",
-    "build_model",
-    "checkpoint_maps",
-    "goodness",
-    "goodness_comparison",
-    "goodness_run",
-    "load_checkpoint",
-    "load_split",
-    "network_maps",
-    "parse_threshold",
-    "random_twin_of",
-    "rotation_accuracy",
-    "score_rows",
-    "summarize",
-    "sweeps",
-    "train_or_load",
-]
+from rotviz.config import __version__
+
+# The public API, imported on first use: `import rotviz.store` (loading a checkpoint) must not
+# pull in the training loop, the app or the CLI.
+_PUBLIC = {
+    "Absolute": "rotviz.metrics",
+    "BoxArea": "rotviz.metrics",
+    "Card": "rotviz.checkpoint",
+    "Checkpoint": "rotviz.checkpoint",
+    "CheckpointStore": "rotviz.store",
+    "DataConfig": "rotviz.config",
+    "Percentile": "rotviz.metrics",
+    "Recipe": "rotviz.checkpoint",
+    "RotvizError": "rotviz.errors",
+    "RunConfig": "rotviz.runtime",
+    "Runtime": "rotviz.runtime",
+    "SaliencyConfig": "rotviz.saliency",
+    "TrainConfig": "rotviz.config",
+    "accuracy_comparison": "rotviz.evaluate",
+    "as_runtime": "rotviz.runtime",
+    "build_model": "rotviz.models",
+    "checkpoint_maps": "rotviz.maps",
+    "goodness": "rotviz.metrics",
+    "goodness_comparison": "rotviz.goodness",
+    "goodness_run": "rotviz.goodness",
+    "load_checkpoint": "rotviz.store",
+    "load_split": "rotviz.pipeline",
+    "network_maps": "rotviz.maps",
+    "parse_threshold": "rotviz.metrics",
+    "random_twin_of": "rotviz.pipeline",
+    "rotation_accuracy": "rotviz.evaluate",
+    "score_rows": "rotviz.goodness",
+    "summarize": "rotviz.goodness",
+    "sweeps": "rotviz.goodness",
+    "train_or_load": "rotviz.pipeline",
+}
+
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'rotviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

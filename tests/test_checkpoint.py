@@ -110,3 +110,23 @@ def test_the_probe_command_hands_amp_and_device_down(monkeypatch):
     with pytest.raises(Stop):
         main(["probe", "--dataset", "demo", "--device", "cpu", "--amp", "bf16", "--out", "x"])
     assert isinstance(seen["train"], Runtime) and seen["train"].amp_dtype is torch.bfloat16
+
+
+def test_loading_a_checkpoint_does_not_import_the_training_loop(tmp_path):
+    """The store, the card and the network load without rotviz.train, the CLI or the app."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from rotviz.store import load_checkpoint\n"
+        "ckpt = load_checkpoint('demo-six_layer-e15-7b67db4588efa351')\n"
+        "assert ckpt.rotations == (0, 1, 2, 3)\n"
+        "loaded = [m for m in ('rotviz.train', 'rotviz.cli', 'streamlit') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
