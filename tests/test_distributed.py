@@ -258,7 +258,9 @@ def test_ddp_training_equals_one_process_on_the_global_batch(photos, tmp_path):
     from rotviz.pipeline import load_split
 
     store, writes = tmp_path / "store", tmp_path / "writes.jsonl"
-    args = folder_args(photos, store, 2, batch=7)
+    # the training loop itself is compared: BatchNorm statistics as trained (precise BN's own
+    # DDP equality is tested in tests/test_batchnorm.py)
+    args = [*folder_args(photos, store, 2, batch=7), "--no-precise-bn"]
     res = torchrun(tmp_path, "train", *args, TEST_WRITES=str(writes))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "global batch 7 images (28 samples), per rank 4/3 images" in res.stderr
@@ -267,7 +269,7 @@ def test_ddp_training_equals_one_process_on_the_global_batch(photos, tmp_path):
     # only rank 0 writes: one partial per finished epoch, then the finished checkpoint
     logged = [json.loads(line) for line in writes.read_text().splitlines()]
     assert logged == [[0, True, 1], [0, True, 2], [0, False, 2]]
-    (card,) = CheckpointStore(store).cards()
+    (card,) = [c.raw for c in CheckpointStore(store).cards()]
     assert card["world_size"] == 2 and card["global_batch"] == 7
     assert card["per_rank_batch"] == [4, 3] and card["batch_norm"] == "per rank"
     assert card["run"]["amp_used"] == "off" and [h["world_size"] for h in card["history"]] == [2, 2]
@@ -343,7 +345,7 @@ def test_a_killed_rank_fails_the_job_and_a_rerun_with_another_world_size_resumes
     rerun = cli("evaluate", *args, "--json", str(out_single))  # one process now
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "after epoch 1 of 3" in rerun.stderr
-    (card,) = CheckpointStore(store).cards()
+    (card,) = [c.raw for c in CheckpointStore(store).cards()]
     assert [h["world_size"] for h in card["history"]] == [2, 1, 1]
     assert card["world_size"] == 1 and not list(store.glob("*.partial.*"))
 

@@ -111,7 +111,7 @@ def test_killed_run_resumes_from_its_last_epoch_and_ends_like_an_uninterrupted_o
     resumed = run_cli(*train_args(photo_folder, store, 6))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr and f"after epoch {done_before} of 6" in resumed.stderr
-    resumed_card = CheckpointStore(store).cards()[0]
+    resumed_card = CheckpointStore(store).cards()[0].raw
     assert resumed_card["epochs_done"] == 6 and len(resumed_card["history"]) == 6
 
     clean = tmp_path / "clean"
