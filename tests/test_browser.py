@@ -9,12 +9,14 @@ checkpoints when they include a demo one (real results), else from a tiny test c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,8 +133,9 @@ def watch(page, outside: list[str], missing: list[str]) -> None:
     page.on("response", lambda r: r.status == 404 and missing.append(r.url))
 
 
-def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
-    """Open every page by its URL; (requests to other hosts, URLs answered 404)."""
+@contextlib.contextmanager
+def watched_page() -> Iterator[tuple[object, list[str], list[str]]]:
+    """A Chromium page with (requests to other hosts, URLs answered 404) recorded while open."""
     from playwright.sync_api import sync_playwright
 
     outside, missing = [], []
@@ -141,38 +144,35 @@ def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
         try:
             page = browser.new_page()
             watch(page, outside, missing)
-            for script, label, _ in PAGES:
-                path = "" if script == "app.py" else Path(script).stem
-                open_when_up(page, f"{app_url}/{path}")
-                page.get_by_role("heading", name=label if path else "rotviz").first.wait_for(
-                    timeout=120_000
-                )
-                page.wait_for_timeout(2000)  # late requests (icons, fonts)
+            yield page, outside, missing
         finally:
             browser.close()
+
+
+def load_every_page(app_url: str) -> tuple[list[str], list[str]]:
+    """Open every page by its URL; (requests to other hosts, URLs answered 404)."""
+    with watched_page() as (page, outside, missing):
+        for script, label, _ in PAGES:
+            path = "" if script == "app.py" else Path(script).stem
+            open_when_up(page, f"{app_url}/{path}")
+            page.get_by_role("heading", name=label if path else "rotviz").first.wait_for(
+                timeout=120_000
+            )
+            page.wait_for_timeout(2000)  # late requests (icons, fonts)
     return outside, missing
 
 
 def visit_every_page_from_the_sidebar(app_url: str) -> tuple[list[str], list[str]]:
     """Open the app, then every page through its sidebar link, as a user does;
     (requests to other hosts, URLs answered 404)."""
-    from playwright.sync_api import sync_playwright
-
-    outside, missing = [], []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            watch(page, outside, missing)
-            open_when_up(page, app_url)
-            page.get_by_role("heading", name="rotviz").first.wait_for(timeout=120_000)
-            for script, label, _ in [*PAGES[1:], PAGES[0]]:
-                page.locator("[data-testid='stSidebar']").get_by_role("link", name=label).click()
-                heading = label if script != "app.py" else "rotviz"
-                page.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
-                page.wait_for_timeout(2000)  # late requests (icons, fonts)
-        finally:
-            browser.close()
+    with watched_page() as (page, outside, missing):
+        open_when_up(page, app_url)
+        page.get_by_role("heading", name="rotviz").first.wait_for(timeout=120_000)
+        for script, label, _ in [*PAGES[1:], PAGES[0]]:
+            page.locator("[data-testid='stSidebar']").get_by_role("link", name=label).click()
+            heading = label if script != "app.py" else "rotviz"
+            page.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+            page.wait_for_timeout(2000)  # late requests (icons, fonts)
     return outside, missing
 
 
