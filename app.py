@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.ui import common, export, summaries
+from rotviz.app import common, export, summaries
 
 common.page_setup()
 st.title("rotviz")

@@ -4,7 +4,7 @@
 
 1. For each study model (its shipped demo checkpoint if the store has one, else random
    weights: the timing does not depend on the weights), compute the trained/random maps of
-   one demo photo once, then time rotviz.ui.render.threshold_view (threshold both maps, Q,
+   one demo photo once, then time rotviz.app.render.threshold_view (threshold both maps, Q,
    mask pictures) for absolute, percentile and box-area thresholds. Goal <= 100 ms.
 2. The same change through Streamlit's script runner (AppTest): a rerun of the Saliency
    page after moving the percentile slider, maps cached (first checkpoint in the store).
@@ -30,14 +30,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rotviz.app.render import threshold_view  # noqa: E402
+from rotviz.attribution.saliency import AllNeurons, trained_and_random_maps  # noqa: E402
 from rotviz.config import DataConfig  # noqa: E402
-from rotviz.metrics import Absolute, BoxArea, Percentile, box_mask  # noqa: E402
-from rotviz.models import STUDY_MODELS, build_model, random_twin  # noqa: E402
-from rotviz.pipeline import load_split  # noqa: E402
-from rotviz.rotation import normalize  # noqa: E402
-from rotviz.saliency import AllNeurons, trained_and_random_maps  # noqa: E402
-from rotviz.store import default_store, load_checkpoint  # noqa: E402
-from rotviz.ui.render import threshold_view  # noqa: E402
+from rotviz.data.rotation import normalize  # noqa: E402
+from rotviz.data.splits import load_split  # noqa: E402
+from rotviz.nets.models import STUDY_MODELS, build_model, random_twin  # noqa: E402
+from rotviz.nets.store import default_store, load_checkpoint  # noqa: E402
+from rotviz.scores.metrics import Absolute, BoxArea, Percentile, box_mask  # noqa: E402
 
 GOAL_THRESHOLD_MS = 100.0
 GOAL_FIRST_PAGE_S = 10.0

@@ -1,6 +1,6 @@
 """Precise BatchNorm on the shipped checkpoints: accuracy before/after, the twins' gradient scale, Q.
 
-For every checkpoint in rotviz/shipped/ (LFW ones only when the LFW excerpt is present):
+For every checkpoint in checkpoints/ (LFW ones only when the LFW excerpt is present):
 test rotation accuracy with running statistics as shipped, with batch statistics, and after
 precise_bn on the training split; the largest saliency value (rotation layer, all neurons,
 mean over the four rotations) on the demo photos with boxes for the trained network and
@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rotviz.batchnorm import TWIN_NAMES, make_twin, precise_bn, statistics_gap
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig
-from rotviz.evaluate import rotation_accuracy
-from rotviz.goodness import split_box_masks
-from rotviz.metrics import Absolute, Percentile, goodness, mean_goodness
-from rotviz.pipeline import load_split
-from rotviz.rotation import normalize
-from rotviz.saliency import SaliencyConfig
-from rotviz.store import SHIPPED_STORE, CheckpointStore
+from rotviz.data.rotation import normalize
+from rotviz.data.splits import load_split
+from rotviz.nets.batchnorm import TWIN_NAMES, make_twin, precise_bn, statistics_gap
+from rotviz.nets.evaluate import rotation_accuracy
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
+from rotviz.scores.metrics import Absolute, Percentile, goodness, mean_goodness
+from rotviz.study.goodness import split_box_masks
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_LAMBDA = {"efficientnet_b0": 8e-3, "mobilenet_v2": 8e-3, "six_layer": 8e-4}

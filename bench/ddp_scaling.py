@@ -1,6 +1,6 @@
 """Data-parallel scaling on CPU: the six-layer net trained by 1 vs N gloo processes under torchrun.
 
-Each run is the real training loop (rotviz.train.train under DDP when N > 1) on the same
+Each run is the real training loop (rotviz.training.loop.train under DDP when N > 1) on the same
 global batch, launched as users launch it (``python -m torch.distributed.run``), one
 thread per process (torchrun's OMP_NUM_THREADS=1 default, kept for the 1-process run too,
 so N processes use N cores). Prints images/s (global, counted once per image, each image
@@ -50,8 +50,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from rotviz import distributed
     from rotviz.config import TrainConfig
-    from rotviz.models import build_model
-    from rotviz.train import train
+    from rotviz.nets.models import build_model
+    from rotviz.training.loop import train
 
     with distributed.session("cpu"):
         images = real_images(args.images)

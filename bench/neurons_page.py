@@ -5,7 +5,7 @@
 The images: the demo's photographs and patches, flipped, cropped and colour-shifted (seeded)
 up to --images, uint8 128x128, held in memory as a preprocessed split. The network: the
 model freshly built (untrained; the timing does not depend on the weights). "First page" is
-exactly what pages/neurons.py computes for its first view (rotviz.ui.neurons, the same
+exactly what pages/neurons.py computes for its first view (rotviz.app.neurons, the same
 functions): the embedding activations of every image, the per-neuron stats, and the top-9
 images of the first 12 neurons with their single-neuron saliency maps. Cold: empty feature
 cache and empty Streamlit caches. Cached: the same calls again. Restart: a new app session
@@ -28,13 +28,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rotviz import neurons  # noqa: E402
-from rotviz.checkpoint import Card, Checkpoint  # noqa: E402
 from rotviz.config import DataConfig, TrainConfig  # noqa: E402
-from rotviz.models import build_model  # noqa: E402
-from rotviz.pipeline import load_split  # noqa: E402
-from rotviz.preprocess import PreparedSplit  # noqa: E402
-from rotviz.records import Record  # noqa: E402
+from rotviz.data.preprocess import PreparedSplit  # noqa: E402
+from rotviz.data.records import Record  # noqa: E402
+from rotviz.data.splits import load_split  # noqa: E402
+from rotviz.nets.checkpoint import Card, Checkpoint  # noqa: E402
+from rotviz.nets.models import build_model  # noqa: E402
+from rotviz.study import neurons  # noqa: E402
 
 GOAL_COLD_S, GOAL_CACHED_S = 120.0, 1.0
 
@@ -101,7 +101,7 @@ def main() -> None:
     os.environ["ROTVIZ_CACHE"] = tempfile.mkdtemp(prefix="rotviz-bench-neurons-")
     import streamlit as st
 
-    from rotviz.ui import neurons as ui
+    from rotviz.app import neurons as ui
 
     split = split_of(images(args.images))
     model = build_model(args.model, 4, 0).eval()

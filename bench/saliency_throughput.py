@@ -22,14 +22,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rotviz.models import STUDY_MODELS, build_model  # noqa: E402
-from rotviz.rotation import normalize  # noqa: E402
-from rotviz.saliency import (  # noqa: E402
+from rotviz.attribution.saliency import (  # noqa: E402
     AllNeurons,
     Indices,
     rotation_aggregated_maps,
     saliency_maps,
 )
+from rotviz.data.rotation import normalize  # noqa: E402
+from rotviz.nets.models import STUDY_MODELS, build_model  # noqa: E402
 
 IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 

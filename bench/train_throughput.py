@@ -23,11 +23,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rotviz.config import DataConfig, TrainConfig  # noqa: E402
-from rotviz.datasets import load_dataset  # noqa: E402
-from rotviz.models import build_model  # noqa: E402
-from rotviz.preprocess import prepare_split  # noqa: E402
-from rotviz.rotation import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from rotviz.train import make_optimizer, train  # noqa: E402
+from rotviz.data.datasets import load_dataset  # noqa: E402
+from rotviz.data.preprocess import prepare_split  # noqa: E402
+from rotviz.data.rotation import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from rotviz.nets.models import build_model  # noqa: E402
+from rotviz.training.loop import make_optimizer, train  # noqa: E402
 
 SHARED_LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
@@ -70,7 +70,7 @@ def pure_compute(model_name: str, batch: int, steps: int, rotations: int = 4) ->
 
 
 def our_loop(model_name: str, images: np.ndarray, batch: int, steps: int) -> float:
-    """Images/s of rotviz.train.train over steps batches of cached uint8 images."""
+    """Images/s of rotviz.training.loop.train over steps batches of cached uint8 images."""
     subset = images[: batch * (steps + 1)]
     times = []
     model = build_model(model_name, 4, 0)

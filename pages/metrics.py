@@ -7,12 +7,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from rotviz.checkpoint import Card
+from rotviz.app import (
+    cached,
+    common,
+    downstream,
+    explore,
+    export,
+    jobs,
+    scores,
+    summaries,
+    training,
+)
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import TrainConfig
-from rotviz.figures import close_figure, sweep_figure, sweep_plotly
-from rotviz.models import STUDY_MODELS
-from rotviz.saliency import SaliencyConfig
-from rotviz.ui import cached, common, downstream, explore, export, jobs, scores, summaries, training
+from rotviz.nets.checkpoint import Card
+from rotviz.nets.models import STUDY_MODELS
+from rotviz.report.figures import close_figure, sweep_figure, sweep_plotly
 
 RECIPE = (
     "layer",
@@ -223,8 +233,8 @@ def show_figure(fig) -> None:  # noqa: ANN001 (a matplotlib Figure)
 
 def trained_vs_random_section() -> None:
     """Accuracy intervals, the probe table and curve, and the sanity checks of one checkpoint."""
-    from rotviz.probe import DEFAULT_TASK, label_efficiency_figure, probe_table
-    from rotviz.sanity import cascading_figure
+    from rotviz.study.probe import DEFAULT_TASK, label_efficiency_figure, probe_table
+    from rotviz.study.sanity import cascading_figure
 
     dataset = common.dataset_select("met_dn_dataset")
     card = common.checkpoint_select("met_dn_ckpt", dataset, others=True)

@@ -6,9 +6,9 @@ import math
 
 import streamlit as st
 
-from rotviz import neurons
-from rotviz.ui import cached, common, export
-from rotviz.ui import neurons as ui
+from rotviz.app import cached, common, export
+from rotviz.app import neurons as ui
+from rotviz.study import neurons
 
 common.page_header(
     "Neurons",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.checkpoint import Card
-from rotviz.ui import cached, common, explore
+from rotviz.app import cached, common, explore
+from rotviz.nets.checkpoint import Card
 
 common.page_header(
     "Saliency",

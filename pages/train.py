@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.ui import common, training
+from rotviz.app import common, training
 
 common.page_header(
     "Train",

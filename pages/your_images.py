@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from rotviz.datasets import formats_text
-from rotviz.ui import cached, common, explore, uploads
+from rotviz.app import cached, common, explore
+from rotviz.data import uploads
+from rotviz.data.datasets import formats_text
+from rotviz.nets import evaluate
 
 common.page_header(
     "Your images",
@@ -69,7 +71,7 @@ with common.shown_errors("the Your images page"):
             st.caption(f"{up.original.width} x {up.original.height} px, {len(up.boxes)} boxes")
 
             st.subheader("Predicted rotation")
-            probs = uploads.rotation_probabilities(
+            probs = evaluate.rotation_probabilities(
                 pair.trained, up.pixels, pair.checkpoint.train_config.rotations
             )
             st.dataframe(probs)

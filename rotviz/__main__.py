@@ -1,5 +1,5 @@
 import sys
 
-from rotviz.cli import main
+from rotviz.cli.main import main
 
 sys.exit(main())

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"  # the package version (rotviz.__version__ re-exports it)
@@ -71,3 +72,13 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
 
     text = json.dumps([encode(p) for p in parts], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def bundled(folder: str) -> Path:
+    """A folder that ships beside the package (``checkpoints``, ``pages``, ``.streamlit``).
+
+    An installed wheel carries it inside the package (pyproject maps it in); a checkout or an
+    editable install has it at the repository's top level.
+    """
+    inside = Path(__file__).parent / folder.lstrip(".")
+    return inside if inside.is_dir() else Path(__file__).parent.parent / folder

@@ -46,8 +46,8 @@ def shared_path(*parts: str) -> Path:
 def demo_store(tmp_path_factory):
     """A store holding a six-layer net trained 1 epoch on the demo set (built once per session)."""
     from rotviz.config import DataConfig, TrainConfig
-    from rotviz.pipeline import train_or_load
-    from rotviz.store import CheckpointStore
+    from rotviz.nets.store import CheckpointStore
+    from rotviz.training.pipeline import train_or_load
 
     root = tmp_path_factory.mktemp("demo_store")
     mp = pytest.MonkeyPatch()

@@ -19,15 +19,15 @@ import pytest
 import torch
 from PIL import Image
 
-from rotviz.checkpoint import Card
+from rotviz.attribution.saliency import AllNeurons, trained_and_random_maps
 from rotviz.config import DataConfig, TrainConfig
+from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
-from rotviz.metrics import Percentile, box_mask, format_q, goodness
-from rotviz.models import random_twin
-from rotviz.pipeline import load_split, train_or_load
-from rotviz.rotation import normalize
-from rotviz.saliency import AllNeurons, trained_and_random_maps
-from rotviz.store import CheckpointStore, load_checkpoint
+from rotviz.nets.checkpoint import Card
+from rotviz.nets.models import random_twin
+from rotviz.nets.store import CheckpointStore, load_checkpoint
+from rotviz.scores.metrics import Percentile, box_mask, format_q, goodness
+from rotviz.training.pipeline import load_split, train_or_load
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -135,7 +135,7 @@ def test_home_reports_a_missing_dataset_path_and_keeps_working(tmp_path):
 
 
 def test_train_page_serves_the_stored_checkpoint_then_trains_a_new_one(card):
-    from rotviz.ui.jobs import registry
+    from rotviz.app.jobs import registry
 
     at = run_page("pages/train.py")
     at.number_input(key="train_epochs").set_value(1)
@@ -271,11 +271,11 @@ def test_metrics_page_tables(card, app_dirs):
 
 
 def test_metrics_page_trains_what_is_missing_in_the_background(card, app_dirs, monkeypatch):
-    import rotviz.models
-    from rotviz.ui.jobs import registry
+    import rotviz.nets.models
+    from rotviz.app.jobs import registry
 
     # a tiny timm net stands in for the study's big ones, to keep the test fast
-    monkeypatch.setattr(rotviz.models, "STUDY_MODELS", ("six_layer", "test_efficientnet"))
+    monkeypatch.setattr(rotviz.nets.models, "STUDY_MODELS", ("six_layer", "test_efficientnet"))
     at = run_page("pages/metrics.py")
     at.number_input(key="met_miss_epochs").set_value(1).run()
     assert "test_efficientnet on demo yet" in texts(at)
@@ -388,7 +388,7 @@ def png_header_only(width: int, height: int) -> bytes:
     ],
 )
 def test_read_upload_rejects_bad_files_with_one_message(name, make, message):
-    from rotviz.ui.uploads import read_upload
+    from rotviz.data.uploads import read_upload
 
     with pytest.raises(RotvizError, match=message) as err:
         read_upload(name, make())
@@ -408,7 +408,7 @@ def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
 def test_read_upload_converts_16bit_cmyk_and_applies_exif():
     from skimage import data
 
-    from rotviz.ui.uploads import read_upload
+    from rotviz.data.uploads import read_upload
 
     ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
     up16 = read_upload("deep.png", _png(ramp))
@@ -433,7 +433,7 @@ def test_read_upload_converts_16bit_cmyk_and_applies_exif():
 
 
 def test_boxes_from_text_and_coco_json():
-    from rotviz.ui.uploads import parse_boxes_text, parse_coco_boxes
+    from rotviz.data.uploads import parse_boxes_text, parse_coco_boxes
 
     assert parse_boxes_text("1, 2, 3, 4\n# comment\n5 6 7 8\n").tolist() == [
         [1, 2, 3, 4],
@@ -456,7 +456,7 @@ def test_bundle_zip_holds_figures_scores_settings_and_cards(card):
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from rotviz.ui.export import bundle_zip
+    from rotviz.app.export import bundle_zip
 
     def make() -> Figure:
         fig = Figure()

@@ -8,7 +8,8 @@ from skimage import data
 from skimage.color import rgb2gray
 from skimage.filters import sobel
 
-from rotviz.baselines import (
+from rotviz.errors import RotvizError
+from rotviz.scores.baselines import (
     baseline_comparison,
     baseline_flag,
     baseline_maps,
@@ -20,8 +21,7 @@ from rotviz.baselines import (
     map_scores,
     uniform_noise,
 )
-from rotviz.errors import RotvizError
-from rotviz.metrics import Percentile, box_mask
+from rotviz.scores.metrics import Percentile, box_mask
 
 
 def test_edge_map_is_skimage_sobel_of_the_grayscale_photo():
@@ -91,8 +91,8 @@ def test_flag_names_only_the_baselines_not_beaten():
 
 
 def _split_of(images: np.ndarray, boxes: list[list[list[float]]]):
-    from rotviz.preprocess import PreparedSplit
-    from rotviz.records import Record
+    from rotviz.data.preprocess import PreparedSplit
+    from rotviz.data.records import Record
 
     b = [np.asarray(x, np.float32).reshape(-1, 4) for x in boxes]
     return PreparedSplit(
@@ -111,8 +111,8 @@ def _split_of(images: np.ndarray, boxes: list[list[list[float]]]):
     [(0.0, "Q equals the boxes' share"), (0.05, ""), (10.0, "no pixel passes")],
 )
 def test_reach_is_the_direct_count_of_pixels_on_and_its_note(real_images, lam, note):
-    from rotviz.goodness import score_rows, split_box_masks, summarize
-    from rotviz.metrics import Absolute
+    from rotviz.scores.metrics import Absolute
+    from rotviz.study.goodness import score_rows, split_box_masks, summarize
 
     split = _split_of(real_images, [[[20, 20, 80, 90]]] * len(real_images))
     masks = split_box_masks(split)

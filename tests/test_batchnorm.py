@@ -15,7 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from rotviz.batchnorm import (
+from rotviz.attribution.saliency import saliency_maps
+from rotviz.config import DataConfig, TrainConfig
+from rotviz.data.rotation import normalize, rotation_batch
+from rotviz.data.splits import load_split
+from rotviz.errors import RotvizError
+from rotviz.nets.batchnorm import (
     TWIN_NAMES,
     TWINS,
     batch_statistics,
@@ -26,14 +31,9 @@ from rotviz.batchnorm import (
     statistics_gap,
     statistics_warning,
 )
-from rotviz.config import DataConfig, TrainConfig
-from rotviz.errors import RotvizError
-from rotviz.models import build_model
-from rotviz.pipeline import load_split
-from rotviz.rotation import normalize, rotation_batch
-from rotviz.saliency import saliency_maps
-from rotviz.store import SHIPPED_STORE, CheckpointStore
-from rotviz.train import train
+from rotviz.nets.models import build_model
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
+from rotviz.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -221,8 +221,8 @@ DDP_SCRIPT = textwrap.dedent(
     import torch
     from safetensors.torch import save_file
     from rotviz import distributed
-    from rotviz.batchnorm import precise_bn
-    from rotviz.models import build_model
+    from rotviz.nets.batchnorm import precise_bn
+    from rotviz.nets.models import build_model
 
     torch.set_num_threads(1)
     images = np.load(sys.argv[1])

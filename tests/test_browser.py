@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from rotviz.app.common import PAGES
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.pipeline import train_or_load
-from rotviz.store import SHIPPED_STORE, CheckpointStore
-from rotviz.ui.common import PAGES
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
+from rotviz.training.pipeline import train_or_load
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

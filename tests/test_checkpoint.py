@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from rotviz.checkpoint import Card, Recipe
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.metrics import Absolute, Percentile
-from rotviz.published import goodness_protocol_mismatch, published_accuracy
+from rotviz.nets.checkpoint import Card, Recipe
+from rotviz.nets.store import new_card
 from rotviz.runtime import RunConfig, Runtime, as_runtime
-from rotviz.store import new_card
+from rotviz.scores.metrics import Absolute, Percentile
+from rotviz.scores.published import goodness_protocol_mismatch, published_accuracy
 
 
 def card_of(data: DataConfig, train: TrainConfig, accuracy: float = 0.9) -> Card:
@@ -69,7 +69,7 @@ def test_published_goodness_only_under_the_studys_protocol():
 
 
 def test_accuracy_tables_keep_other_recipes_apart():
-    from rotviz.ui.summaries import accuracy_tables
+    from rotviz.app.summaries import accuracy_tables
 
     study = card_of(DataConfig("lfw"), TrainConfig(), accuracy=0.97)
     shuffled = card_of(DataConfig("lfw"), TrainConfig(shuffle_labels=True), accuracy=0.26)
@@ -94,8 +94,8 @@ def test_runtime_is_resolved_once_and_passed_as_it_is():
 
 def test_the_probe_command_hands_amp_and_device_down(monkeypatch):
     """--amp and --device travel as one Runtime to the probe (they were dropped on the way)."""
-    import rotviz.runs
-    from rotviz.cli import main
+    import rotviz.study.runs
+    from rotviz.cli.main import main
 
     seen = {}
 
@@ -106,24 +106,24 @@ def test_the_probe_command_hands_amp_and_device_down(monkeypatch):
         seen["train"] = runtime
         raise Stop
 
-    monkeypatch.setattr(rotviz.runs, "train_or_load", fake_train_or_load)
+    monkeypatch.setattr(rotviz.study.runs, "train_or_load", fake_train_or_load)
     with pytest.raises(Stop):
         main(["probe", "--dataset", "demo", "--device", "cpu", "--amp", "bf16", "--out", "x"])
     assert isinstance(seen["train"], Runtime) and seen["train"].amp_dtype is torch.bfloat16
 
 
 def test_loading_a_checkpoint_does_not_import_the_training_loop(tmp_path):
-    """The store, the card and the network load without rotviz.train, the CLI or the app."""
+    """The store, the card and the network load without rotviz.training.loop, the CLI or the app."""
     import subprocess
     import sys
     from pathlib import Path
 
     code = (
         "import sys\n"
-        "from rotviz.store import load_checkpoint\n"
+        "from rotviz.nets.store import load_checkpoint\n"
         "ckpt = load_checkpoint('demo-six_layer-e15-7b67db4588efa351')\n"
         "assert ckpt.rotations == (0, 1, 2, 3)\n"
-        "loaded = [m for m in ('rotviz.train', 'rotviz.cli', 'streamlit') if m in sys.modules]\n"
+        "loaded = [m for m in ('rotviz.training.loop', 'rotviz.cli.main', 'streamlit') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     repo = Path(__file__).resolve().parents[1]

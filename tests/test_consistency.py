@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rotviz.consistency import back_rotated_maps, consistency_rows, consistency_table
+from rotviz.attribution.maps import network_maps
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.errors import RotvizError
-from rotviz.maps import network_maps
-from rotviz.models import RotationNet, build_model
-from rotviz.saliency import SaliencyConfig
+from rotviz.nets.models import RotationNet, build_model
+from rotviz.study.consistency import back_rotated_maps, consistency_rows, consistency_table
 
 SAL = SaliencyConfig(layer="rotation", aggregate="none")
 
@@ -57,7 +57,7 @@ def test_an_invariant_network_is_fully_consistent_and_an_ordinary_one_is_not(rea
 
 def test_consistency_table_trained_vs_twin(demo_store):
     store, data, train, ckpt = demo_store
-    from rotviz.pipeline import load_split
+    from rotviz.data.splits import load_split
 
     _, test = load_split(data, "test")
     rows, table = consistency_table(ckpt, test.images[:4], SAL, "cpu")
@@ -72,7 +72,7 @@ def test_consistency_table_trained_vs_twin(demo_store):
 def test_consistency_command_writes_rows_and_table(demo_store, tmp_path, capsys):
     import pandas as pd
 
-    from rotviz.cli import main
+    from rotviz.cli.main import main
 
     store, *_ = demo_store
     out = tmp_path / "cons"
@@ -88,8 +88,8 @@ def test_consistency_command_writes_rows_and_table(demo_store, tmp_path, capsys)
 
 
 def test_study_consistency_section_makes_a_table(demo_store):
-    from rotviz.runs import probe_and_sanity_tables
-    from rotviz.study import study_from_dict
+    from rotviz.study.files import study_from_dict
+    from rotviz.study.runs import probe_and_sanity_tables
 
     store, *_ = demo_store
     raw = {

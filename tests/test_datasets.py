@@ -13,7 +13,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from rotviz.config import DataConfig
-from rotviz.datasets import (
+from rotviz.data.datasets import (
     DATASETS,
     dataset_fingerprint,
     load_coco,

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from rotviz.config import DataConfig
-from rotviz.datasets import load_dataset, load_demo, split_for
-from rotviz.demo import (
+from rotviz.data.datasets import load_dataset, load_demo, split_for
+from rotviz.data.demo import (
     COCO_FILE_NAME,
     demo_version,
     hand_annotations,

@@ -2,7 +2,7 @@
 
 The multi-process tests (marked ``distributed``) start ``python -m torch.distributed.run
 --nproc-per-node 2`` as users do, with gloo on 127.0.0.1. A tiny entry script in tmp_path
-wraps ``rotviz.cli.main`` to log every checkpoint write and to SIGKILL one rank at a chosen
+wraps ``rotviz.cli.main.main`` to log every checkpoint write and to SIGKILL one rank at a chosen
 training step; everything else is the real command line.
 
 Why the DDP weights can equal a single process: BatchNorm in train mode normalises with the
@@ -11,7 +11,7 @@ global batch (SyncBatchNorm, which would make them global, has no CPU kernel). T
 below is therefore a single process that runs each rank's share through the model
 separately ("ghost" BatchNorm), sums the share-weighted losses, keeps rank 0's running
 statistics, and steps once; the first test checks that with one share it is exactly
-``rotviz.train.train``.
+``rotviz.training.loop.train``.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from PIL import Image
 
 from rotviz import distributed
 from rotviz.config import DataConfig, TrainConfig
+from rotviz.data.rotation import normalize, rotation_batch
 from rotviz.errors import RotvizError
-from rotviz.models import build_model
-from rotviz.rotation import normalize, rotation_batch
+from rotviz.nets.models import build_model
+from rotviz.nets.store import CheckpointStore
 from rotviz.runtime import RunConfig, resolve_amp
-from rotviz.store import CheckpointStore
-from rotviz.train import (
+from rotviz.training.loop import (
     CompiledOrEager,
     check_world,
     epoch_order,
@@ -53,26 +53,26 @@ CPU = torch.device("cpu")
 ENTRY = textwrap.dedent(
     """
     import json, os, signal, sys
-    import rotviz.store, rotviz.train
+    import rotviz.nets.store, rotviz.training.loop
     rank = int(os.environ.get("RANK", "0"))
     writes = os.environ.get("TEST_WRITES")
     if writes:
-        original_write = rotviz.store.CheckpointStore.write
+        original_write = rotviz.nets.store.CheckpointStore.write
         def write(self, name, model, card, partial=False, **kw):
             with open(writes, "a") as f:
                 f.write(json.dumps([rank, partial, card.get("epochs_done")]) + "\\n")
             return original_write(self, name, model, card, partial=partial, **kw)
-        rotviz.store.CheckpointStore.write = write
+        rotviz.nets.store.CheckpointStore.write = write
     die = os.environ.get("TEST_DIE")  # "RANK:STEP": SIGKILL that rank at its STEP-th batch
     if die and int(die.split(":")[0]) == rank:
-        original_batch, calls = rotviz.train.rotation_batch, [0]
+        original_batch, calls = rotviz.training.loop.rotation_batch, [0]
         def rotation_batch(*a, **k):
             calls[0] += 1
             if calls[0] == int(die.split(":")[1]):
                 os.kill(os.getpid(), signal.SIGKILL)
             return original_batch(*a, **k)
-        rotviz.train.rotation_batch = rotation_batch
-    from rotviz.cli import main
+        rotviz.training.loop.rotation_batch = rotation_batch
+    from rotviz.cli.main import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -255,7 +255,7 @@ def test_ghost_bn_oracle_with_one_share_is_the_training_loop(real_images):
 
 @pytest.mark.distributed
 def test_ddp_training_equals_one_process_on_the_global_batch(photos, tmp_path):
-    from rotviz.pipeline import load_split
+    from rotviz.data.splits import load_split
 
     store, writes = tmp_path / "store", tmp_path / "writes.jsonl"
     # the training loop itself is compared: BatchNorm statistics as trained (precise BN's own

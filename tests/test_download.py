@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from rotviz.datasets import load_coco
-from rotviz.download import (
+from rotviz.data.datasets import load_coco
+from rotviz.data.download import (
     CITYSCAPES_INSTRUCTIONS,
     COCO_ANNOTATIONS_ARCHIVE,
     LFW_MD5,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rotviz.cli import main
-from rotviz.store import SHIPPED_STORE, default_store
+from rotviz.cli.main import main
+from rotviz.nets.store import SHIPPED_STORE, default_store
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = "demo-six_layer-e15-7b67db4588efa351"

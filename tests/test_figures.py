@@ -1,4 +1,4 @@
-"""Tests of rotviz.figures on real skimage images (astronaut, chelsea) downscaled to 128."""
+"""Tests of rotviz.report.figures on real skimage images (astronaut, chelsea) downscaled to 128."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from skimage.color import rgb2gray
 from skimage.transform import resize
 
 from rotviz.errors import RotvizError
-from rotviz.figures import (
+from rotviz.report.figures import (
     Q_LABEL,
     figure_bytes,
     mask_with_boxes,
@@ -23,7 +23,7 @@ from rotviz.figures import (
     sweep_plotly,
     trained_vs_random_figure,
 )
-from rotviz.metrics import Absolute, Percentile, box_mask, threshold_sweep
+from rotviz.scores.metrics import Absolute, Percentile, box_mask, threshold_sweep
 
 BOXES = np.array([[40.0, 10.0, 90.0, 70.0], [10.5, 80.0, 30.0, 120.0]])
 

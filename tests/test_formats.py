@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from rotviz.config import DataConfig
-from rotviz.datasets import IMAGE_EXTENSIONS, IMAGE_FORMATS, formats_text, load_dataset
-from rotviz.preprocess import prepare_split
-from rotviz.ui.uploads import UPLOAD_TYPES, read_upload
+from rotviz.data.datasets import IMAGE_EXTENSIONS, IMAGE_FORMATS, formats_text, load_dataset
+from rotviz.data.preprocess import prepare_split
+from rotviz.data.uploads import UPLOAD_TYPES, read_upload
 
 LOSSY = {".jpg", ".jpeg", ".webp"}
 

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.data.preprocess import PreparedSplit
+from rotviz.data.records import Record
+from rotviz.data.splits import load_split
 from rotviz.errors import RotvizError
-from rotviz.goodness import goodness_run, score_rows, split_box_masks, summarize, sweeps
-from rotviz.metrics import Absolute, BoxArea, goodness
-from rotviz.pipeline import load_split
-from rotviz.preprocess import PreparedSplit
-from rotviz.records import Record
-from rotviz.saliency import SaliencyConfig
-from rotviz.study import goodness_tables, study_from_dict
+from rotviz.scores.metrics import Absolute, BoxArea, goodness
+from rotviz.study.files import goodness_tables, study_from_dict
+from rotviz.study.goodness import goodness_run, score_rows, split_box_masks, summarize, sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 

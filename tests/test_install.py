@@ -23,24 +23,41 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-def package_data_patterns() -> list[str]:
-    return PYPROJECT["tool"]["setuptools"]["package-data"]["rotviz"]
+SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
+
+
+def package_folder(package: str) -> Path:
+    """Where a listed package's files are in the checkout (pyproject's package-dir mapping)."""
+    mapped = SETUPTOOLS.get("package-dir", {}).get(package)
+    return REPO / mapped if mapped else REPO / package.replace(".", "/")
 
 
 def test_console_script_and_package_data_are_declared():
     target = PYPROJECT["project"]["scripts"]["rotviz"]
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func))
-    # every data file of the package (not Python, not a cache) is covered by a pattern
-    data = [
-        p.relative_to(REPO / "rotviz").as_posix()
-        for p in (REPO / "rotviz").rglob("*")
-        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
-    ]
-    assert "demo_annotations.json" in data
-    missed = [
-        f for f in data if not any(fnmatch.fnmatch(f, pat) for pat in package_data_patterns())
-    ]
+    # every subpackage of the source tree is listed
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "rotviz").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found <= set(SETUPTOOLS["packages"]), found - set(SETUPTOOLS["packages"])
+    # every data file of every package (not Python, not a cache, not a subpackage's) is covered
+    missed = []
+    for package in SETUPTOOLS["packages"]:
+        folder = package_folder(package)
+        patterns = SETUPTOOLS["package-data"].get(package, [])
+        for p in folder.rglob("*"):
+            sub = p.relative_to(folder)
+            in_subpackage = any((folder / d / "__init__.py").is_file() for d in sub.parts[:-1])
+            if not p.is_file() or p.suffix in (".py", ".pyc") or in_subpackage:
+                continue
+            if "__pycache__" in sub.parts:
+                continue
+            if not any(fnmatch.fnmatch(sub.as_posix(), pat) for pat in patterns):
+                missed.append(f"{package}: {sub}")
+    assert "demo_annotations.json" in SETUPTOOLS["package-data"]["rotviz.data"]
     assert missed == [], f"add these to [tool.setuptools.package-data] in pyproject.toml: {missed}"
 
 
@@ -50,10 +67,11 @@ def source_copy(dest: Path) -> Path:
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, dest / name)
-    shutil.copytree(REPO / "rotviz", dest / "rotviz", ignore=shutil.ignore_patterns("__pycache__"))
-    shipped = dest / "rotviz" / "shipped"
-    shipped.mkdir(exist_ok=True)
-    for name in ("standin.safetensors", "standin.json", "STANDIN.md"):
+    for folder in ("rotviz", "pages", ".streamlit"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shipped = dest / "checkpoints"
+    shipped.mkdir()
+    for name in ("standin.safetensors", "standin.json", "STANDIN.md", "train_shipped.sh"):
         (shipped / name).write_text("stand-in")
     return dest
 
@@ -99,11 +117,14 @@ def test_installed_rotviz_runs_from_any_folder(tmp_path, editable):
         assert installed == src / "rotviz"
     else:
         assert venv in installed.parents  # the copy in site-packages, not the source
-        for name in ("demo_annotations.json", "shipped/standin.safetensors"):
-            assert (installed / name).is_file(), name
-        for name in ("shipped/standin.json", "shipped/STANDIN.md"):
-            assert (installed / name).is_file(), name
-        static = [
-            p.relative_to(src / "rotviz") for p in (src / "rotviz" / "ui" / "static").glob("*")
+        expected = [
+            "data/demo_annotations.json",
+            "checkpoints/standin.safetensors",
+            "checkpoints/standin.json",
+            "checkpoints/STANDIN.md",
+            "checkpoints/train_shipped.sh",
+            "pages/saliency.py",
+            "streamlit/config.toml",
+            *(f"app/static/{p.name}" for p in (src / "rotviz" / "app" / "static").glob("*")),
         ]
-        assert all((installed / p).is_file() for p in static), static
+        assert [n for n in expected if not (installed / n).is_file()] == []

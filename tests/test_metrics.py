@@ -1,4 +1,4 @@
-"""Tests of rotviz.metrics against hand-computed values and independent oracles."""
+"""Tests of rotviz.scores.metrics against hand-computed values and independent oracles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import jaccard_score
 
 from rotviz.errors import RotvizError
-from rotviz.metrics import (
+from rotviz.scores.metrics import (
     Absolute,
     BoxArea,
     GoodnessResult,

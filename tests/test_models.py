@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rotviz.errors import RotvizError
-from rotviz.models import STUDY_MODELS, build_model, count_parameters, random_twin
+from rotviz.nets.models import STUDY_MODELS, build_model, count_parameters, random_twin
 
 
 def test_six_layer_is_six_conv_bn_relu_blocks_of_about_100k_parameters():

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from rotviz import neurons
-from rotviz.cli import main
-from rotviz.pipeline import load_split
-from rotviz.rotation import normalize
+from rotviz.cli.main import main
+from rotviz.data.rotation import normalize
+from rotviz.data.splits import load_split
+from rotviz.study import neurons
 
 CPU = torch.device("cpu")
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

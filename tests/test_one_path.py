@@ -17,13 +17,13 @@ import pytest
 import torch
 from captum.attr import Saliency
 
-from rotviz.cli import main
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.cli.main import main
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.pipeline import load_split, train_or_load
-from rotviz.rotation import normalize
-from rotviz.saliency import SaliencyConfig
-from rotviz.sanity import shuffled_config
-from rotviz.store import CheckpointStore
+from rotviz.data.rotation import normalize
+from rotviz.nets.store import CheckpointStore
+from rotviz.study.sanity import shuffled_config
+from rotviz.training.pipeline import load_split, train_or_load
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -127,7 +127,7 @@ def test_metrics_page_equals_the_study_csvs(study_run, monkeypatch):
     lfw = beside[(beside["dataset"] == "lfw") & (beside["model"] == "six_layer")].iloc[0]
     assert lfw["published, trained (%)"] == 98.0  # the published column is the study's
 
-    # accuracy with intervals of the chosen network: rotviz.evaluate.accuracy_comparison
+    # accuracy with intervals of the chosen network: rotviz.nets.evaluate.accuracy_comparison
     at.selectbox(key="met_dn_ckpt").set_value(str(study_card.path)).run()
     assert not at.exception
     ivs = next(d.value for d in at.dataframe if "trained_low" in d.value.columns)
@@ -219,7 +219,7 @@ def test_true_rotation_explains_the_right_logit_through_the_cli(half_turn):
 
 
 def test_true_rotation_explains_the_right_logit_through_the_app(half_turn, monkeypatch):
-    from rotviz.ui import cached
+    from rotviz.app import cached
 
     ckpt, test = half_turn["ckpt"], half_turn["test"]
     pair = cached.ModelPair(ckpt, ckpt.random_twin())

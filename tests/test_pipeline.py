@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.pipeline import train_or_load
-from rotviz.store import CheckpointStore
+from rotviz.nets.store import CheckpointStore
+from rotviz.training.pipeline import train_or_load
 
 REPO = Path(__file__).resolve().parents[1]
 

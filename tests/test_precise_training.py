@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rotviz.batchnorm import TWIN_NAMES
-from rotviz.cli import main
+from rotviz.cli.main import main
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.pipeline import load_split, random_twin_of, train_or_load
-from rotviz.store import CheckpointStore
+from rotviz.nets.batchnorm import TWIN_NAMES
+from rotviz.nets.store import CheckpointStore
+from rotviz.training.pipeline import load_split, random_twin_of, train_or_load
 
 DATA = DataConfig("demo", max_images=48)
 TRAIN = TrainConfig(epochs=1, batch_size=8, lr=2e-3)
@@ -91,8 +91,8 @@ def test_cli_evaluate_prints_both_twins_and_recalibrates_on_request(
 
 
 def test_probe_and_neuron_browser_take_either_twin(pair_of_runs, monkeypatch):
-    from rotviz import neurons
-    from rotviz.probe import network_key
+    from rotviz.study import neurons
+    from rotviz.study.probe import network_key
 
     root, on, _ = pair_of_runs
     monkeypatch.setenv("ROTVIZ_CACHE", str(root / "cache"))

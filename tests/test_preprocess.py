@@ -1,4 +1,4 @@
-"""Tests for rotviz.preprocess: decoding, resizing with boxes, and the on-disk cache."""
+"""Tests for rotviz.data.preprocess: decoding, resizing with boxes, and the on-disk cache."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from rotviz import preprocess
-from rotviz.errors import RotvizError
-from rotviz.preprocess import (
+from rotviz.data import preprocess
+from rotviz.data.preprocess import (
     MAX_PIXELS,
     MIN_SIDE,
     BoxTransform,
@@ -25,7 +24,8 @@ from rotviz.preprocess import (
     prepare_split,
     resize_square,
 )
-from rotviz.records import Dataset, Record
+from rotviz.data.records import Dataset, Record
+from rotviz.errors import RotvizError
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -443,7 +443,7 @@ def test_unreadable_files_are_skipped_with_one_warning(image_tree: Path, tmp_pat
     Image.new("1", (20000, 20000)).save(image_tree / "huge.png")
     files = ["chelsea.jpg", "cut.jpg", "notes.jpg", "dot.png", "huge.png", "missing.jpg"]
     ds = make_dataset(image_tree, files, **{"chelsea.jpg": {"boxes": ((0, 0, 451, 300),)}})
-    with caplog.at_level(logging.WARNING, logger="rotviz.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="rotviz.data.preprocess"):
         prepared = prepare_split(ds, "train", size=32, cache_dir=tmp_path)
     assert [r.relpath for r in prepared.records] == ["chelsea.jpg"]
     assert prepared.images.shape == (1, 3, 32, 32)
@@ -463,7 +463,7 @@ def test_unreadable_files_are_skipped_with_one_warning(image_tree: Path, tmp_pat
 
     # the cache keeps the skip list, and loading it warns nothing
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="rotviz.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="rotviz.data.preprocess"):
         again = prepare_split(ds, "train", size=32, cache_dir=tmp_path)
     assert again.skipped == prepared.skipped and not caplog.records
     assert np.array_equal(np.asarray(again.images), np.asarray(prepared.images))
@@ -474,7 +474,7 @@ def test_many_unreadable_files_are_summarised(image_tree: Path, tmp_path: Path, 
     for name in bad:
         (image_tree / name).write_text("x")
     ds = make_dataset(image_tree, ["coffee.png", *bad])
-    with caplog.at_level(logging.WARNING, logger="rotviz.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="rotviz.data.preprocess"):
         prepared = prepare_split(ds, "train", size=16, cache_dir=tmp_path, workers=3)
     assert len(prepared) == 1 and len(prepared.skipped) == 9
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -12,12 +12,12 @@ import torch
 from conftest import shared_path
 from PIL import Image
 
-from rotviz import probe
-from rotviz.checkpoint import Card, Checkpoint
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
-from rotviz.models import build_model
-from rotviz.train import train
+from rotviz.nets.checkpoint import Card, Checkpoint
+from rotviz.nets.models import build_model
+from rotviz.study import probe
+from rotviz.training.loop import train
 
 CPU = torch.device("cpu")
 
@@ -223,7 +223,7 @@ def test_catdog_task_on_real_coco():
     td = probe.task_data(data)  # the split is seeded: both classes land on both sides
     assert td.classes == ["cat", "dog"]
     assert set(td.y_train) == set(td.y_test) == {0, 1}
-    from rotviz.datasets import load_dataset
+    from rotviz.data.datasets import load_dataset
 
     ds = load_dataset(data)
     names = {k: v for k, v in ds.category_names.items()}
@@ -239,7 +239,7 @@ def test_identity_task_on_real_lfw():
     root = shared_path("lfw")
     data = DataConfig("lfw", root=str(root), max_images=150)
     td = probe.task_data(data, "identity", min_images=3)
-    from rotviz.datasets import load_dataset
+    from rotviz.data.datasets import load_dataset
 
     ds = load_dataset(data)
     counts = {}
@@ -254,7 +254,7 @@ def test_identity_task_on_real_lfw():
 def test_cli_probe_and_sanity_on_the_demo(tmp_path, capsys):
     import argparse
 
-    from rotviz.probe_cli import add_commands
+    from rotviz.cli.probe import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))

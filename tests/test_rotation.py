@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from rotviz.data.rotation import denormalize, normalize, parse_rotations, rotation_batch
 from rotviz.errors import RotvizError
-from rotviz.rotation import denormalize, normalize, parse_rotations, rotation_batch
 
 
 def test_label_k_is_k_quarter_turns_counter_clockwise_like_numpy(real_images):

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rotviz.cli import step_progress_bar
+from rotviz.cli.main import step_progress_bar
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.pipeline import train_or_load
-from rotviz.runlog import EVENTS_PREFIX, RunLog, read_rows, run_dir
-from rotviz.store import CheckpointStore
-from rotviz.train import EpochResult, StepProgress, TrainState
+from rotviz.nets.store import CheckpointStore
+from rotviz.training.loop import EpochResult, StepProgress, TrainState
+from rotviz.training.pipeline import train_or_load
+from rotviz.training.runlog import EVENTS_PREFIX, RunLog, read_rows, run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3

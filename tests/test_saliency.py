@@ -18,10 +18,7 @@ from captum.attr import (
 from skimage import data
 from torch import nn
 
-from rotviz.errors import RotvizError
-from rotviz.models import RotationNet, build_model, random_twin
-from rotviz.rotation import normalize, rotation_batch
-from rotviz.saliency import (
+from rotviz.attribution.saliency import (
     METHODS,
     AllNeurons,
     Indices,
@@ -36,6 +33,9 @@ from rotviz.saliency import (
     saliency_maps,
     trained_and_random_maps,
 )
+from rotviz.data.rotation import normalize, rotation_batch
+from rotviz.errors import RotvizError
+from rotviz.nets.models import RotationNet, build_model, random_twin
 
 
 def photos(size: int, names=("astronaut", "chelsea")) -> torch.Tensor:
@@ -73,7 +73,7 @@ def captum_oracle(
 ) -> torch.Tensor:
     """Captum's ``method`` looped over the selected neurons, |.| max channels, max neurons (N, H, W).
 
-    Written from the definitions, independently of rotviz.saliency: a copy of the model in
+    Written from the definitions, independently of rotviz.attribution.saliency: a copy of the model in
     eval mode with out-of-place ReLUs (Captum hooks them), the layer as x -> model(x) or
     model.embed(x), SmoothGrad noise drawn from ``torch.manual_seed(seed)`` in neuron order
     (as rotviz documents), Grad-CAM upsampled bilinearly to H x W then relu.

@@ -11,13 +11,13 @@ import scipy.stats
 import torch
 from scipy.ndimage import uniform_filter
 
-from rotviz.checkpoint import Card, Checkpoint
+from rotviz.attribution.saliency import SaliencyConfig, saliency_maps
 from rotviz.config import DataConfig, TrainConfig
+from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
-from rotviz.models import build_model, random_twin
-from rotviz.rotation import normalize
-from rotviz.saliency import SaliencyConfig, saliency_maps
-from rotviz.sanity import (
+from rotviz.nets.checkpoint import Card, Checkpoint
+from rotviz.nets.models import build_model, random_twin
+from rotviz.study.sanity import (
     MEASURES,
     cascade_summary,
     cascading_figure,
@@ -143,7 +143,7 @@ def test_cascade_on_real_images_embedding_layer(real_images):
 
 def test_cascade_q_and_image_sanity(real_images):
     ckpt = fake_checkpoint(build_model("six_layer", 4, 3), seed=0)
-    from rotviz.metrics import Percentile
+    from rotviz.scores.metrics import Percentile
 
     mask = np.zeros((128, 128), bool)
     mask[30:90, 40:100] = True
@@ -169,8 +169,8 @@ def test_cascading_randomisation_of_a_six_layer_net_trained_on_lfw(tmp_path):
     root = SHARED / "lfw"
     if not root.is_dir():
         pytest.skip(f"{root} not present")
-    from rotviz.pipeline import load_split, train_or_load
-    from rotviz.store import CheckpointStore
+    from rotviz.nets.store import CheckpointStore
+    from rotviz.training.pipeline import load_split, train_or_load
 
     data = DataConfig("lfw", root=str(root), max_images=300)
     store = CheckpointStore(tmp_path / "store")

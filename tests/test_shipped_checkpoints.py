@@ -1,4 +1,4 @@
-"""The checkpoints shipped in rotviz/shipped/: they load, their cards match their weights, and their
+"""The checkpoints shipped in checkpoints/: they load, their cards match their weights, and their
 accuracy on their own test split matches the card."""
 
 import dataclasses
@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
-from rotviz.evaluate import rotation_accuracy
-from rotviz.pipeline import load_split
-from rotviz.store import SHIPPED_STORE, CheckpointStore
+from rotviz.data.splits import load_split
+from rotviz.nets.evaluate import rotation_accuracy
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
 
 EXPECTED = {
     ("demo", "six_layer"),

@@ -10,8 +10,8 @@ import scipy.stats
 import torch
 from skimage import data
 
-from rotviz.rotation import rotation_batch
-from rotviz.stats import (
+from rotviz.data.rotation import rotation_batch
+from rotviz.scores.stats import (
     Interval,
     accuracy_interval,
     bootstrap_interval,

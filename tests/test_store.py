@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.models import build_model
-from rotviz.store import CheckpointStore, card_digest, checkpoint_key, new_card
+from rotviz.nets.models import build_model
+from rotviz.nets.store import CheckpointStore, card_digest, checkpoint_key, new_card
 
 DATA = DataConfig("folder", root="/somewhere")
 TRAIN = TrainConfig(epochs=1)
@@ -191,7 +191,7 @@ def test_a_reader_waits_for_a_writer_between_its_two_renames(tmp_path):
 
 READER = """
 import json, os, sys, warnings
-from rotviz.store import CheckpointStore
+from rotviz.nets.store import CheckpointStore
 root, name, k = sys.argv[1], sys.argv[2], sys.argv[3]
 store = CheckpointStore(root)
 bad, reads, markers = [], 0, set()

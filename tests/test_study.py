@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rotviz.data.splits import load_split
 from rotviz.errors import RotvizError
-from rotviz.evaluate import rotation_logits
-from rotviz.models import random_twin
-from rotviz.pipeline import load_split
-from rotviz.study import accuracy_table, load_study, study_from_dict
+from rotviz.nets.evaluate import rotation_logits
+from rotviz.nets.models import random_twin
+from rotviz.study.files import accuracy_table, load_study, study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = re.compile(r"^(-?\d+\.\d) \[(-?\d+\.\d), (-?\d+\.\d)\]$")
@@ -102,8 +102,8 @@ def test_a_misspelt_probe_key_is_reported():
 
 
 def test_seed_rows_never_show_nan():
-    from rotviz.stats import compare_paired
-    from rotviz.study import _interval_rows
+    from rotviz.scores.stats import compare_paired
+    from rotviz.study.files import _interval_rows
 
     cmp = compare_paired(np.array([1.0, np.nan, 0.5]), np.array([0.0, np.nan, 0.25]))
     shown, nums = _interval_rows(cmp, {"trained": [0.7, 0.8], "random": [0.1, 0.2]})

@@ -3,10 +3,10 @@ import copy
 
 import torch
 
-from rotviz.checkpoint import TrainState
 from rotviz.config import TrainConfig
-from rotviz.models import build_model
-from rotviz.train import lr_at, train
+from rotviz.nets.checkpoint import TrainState
+from rotviz.nets.models import build_model
+from rotviz.training.loop import lr_at, train
 
 CPU = torch.device("cpu")
 

@@ -1,0 +1,163 @@
+"""Cached access to the core: models (st.cache_resource), splits, maps and sweeps (st.cache_data).
+
+Cache keys are plain strings (checkpoint name + weights hash, a data-config hash, an image
+index), so a retrained checkpoint or changed settings never hit a stale entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from rotviz.attribution.maps import checkpoint_maps
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.config import DataConfig, stable_hash
+from rotviz.data.preprocess import PreparedSplit
+from rotviz.data.records import Dataset
+from rotviz.nets.batchnorm import TWIN_NAMES
+from rotviz.nets.checkpoint import Card, Checkpoint
+from rotviz.nets.models import RotationNet
+from rotviz.nets.store import load_checkpoint
+from rotviz.runtime import Runtime, as_runtime
+from rotviz.scores.metrics import box_mask, threshold_sweep
+from rotviz.training.pipeline import load_split, random_twin_of
+
+MAP_CACHE_ENTRIES = 4000  # 2 maps of 128x128 float32 = 128 kB per entry: ~0.5 GB at most
+
+
+@dataclass
+class ModelPair:
+    """A loaded checkpoint and its random twin (same architecture and seed, untrained)."""
+
+    checkpoint: Checkpoint
+    random: RotationNet
+    twin: str = "initial"  # which random twin: rotviz.nets.batchnorm.TWINS
+
+    @property
+    def trained(self) -> RotationNet:
+        return self.checkpoint.model
+
+    @property
+    def ident(self) -> str:
+        """Identifies the weights and the twin: card path + weights hash + twin kind."""
+        return f"{self.checkpoint.card.ident}:{self.twin}"
+
+    @property
+    def twin_name(self) -> str:
+        return TWIN_NAMES[self.twin]
+
+
+def checkpoint_id(card: Card) -> str:
+    """The cache key of a card's weights (card path + weights hash)."""
+    return card.ident
+
+
+@st.cache_resource(show_spinner=False)
+def runtime() -> Runtime:
+    """The app's runtime, resolved once per process: CUDA when present, else CPU."""
+    return as_runtime("auto")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint and its random twin...")
+def model_pair(ckpt_id: str) -> ModelPair:
+    """The checkpoint at ckpt_id (card path + weights hash) and its random twin, eval mode."""
+    card_path = ckpt_id.rsplit(":", 1)[0]
+    ckpt = load_checkpoint(card_path)
+    return ModelPair(ckpt, ckpt.random_twin())
+
+
+@st.cache_resource(
+    max_entries=8, show_spinner="Calibrating the random twin's BatchNorm statistics..."
+)
+def _twin(
+    ckpt_id: str, kind: str, dkey: str, _data: DataConfig, _fallback: DataConfig | None
+) -> RotationNet:
+    return random_twin_of(
+        model_pair(ckpt_id).checkpoint, kind, runtime(), _data, fallback=_fallback
+    )
+
+
+def pair_with_twin(
+    card: Card, kind: str, data: DataConfig, fallback: DataConfig | None = None
+) -> ModelPair:
+    """The checkpoint and its random twin of that kind; data: where its training images are
+    on this machine (the calibrated twin recomputes its BatchNorm statistics on them);
+    fallback: the images to use, with a warning, when those are not here."""
+    ckpt_id = checkpoint_id(card)
+    pair = model_pair(ckpt_id)
+    if kind == "initial":
+        return pair
+    key = data_key(data) + (f":{data_key(fallback)}" if fallback else "")
+    return ModelPair(pair.checkpoint, _twin(ckpt_id, kind, key, data, fallback), kind)
+
+
+def data_key(cfg: DataConfig) -> str:
+    """A cache key for a DataConfig, local paths included (they decide which files are read)."""
+    return stable_hash(dataclasses.asdict(cfg))
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading and preprocessing the images...")
+def split(key: str, _cfg: DataConfig, name: str = "test") -> tuple[Dataset, PreparedSplit]:
+    """One preprocessed split (cached on disk by the core, in memory here)."""
+    return load_split(_cfg, name)
+
+
+def viewing_config(card: Card, cfg: DataConfig) -> DataConfig:
+    """The data config to browse a checkpoint's test images: its preprocessing, no image cap."""
+    trained_on = card.data_config
+    return dataclasses.replace(
+        cfg, image_size=trained_on.image_size, resize=trained_on.resize, max_images=None
+    )
+
+
+def saliency_config(
+    layer: str, neurons: str, method: str, aggregate: str, rotations: tuple
+) -> SaliencyConfig:
+    """The SaliencyConfig of the widgets (raises RotvizError for impossible combinations)."""
+    return SaliencyConfig(
+        layer=layer, neurons=neurons, method=method, aggregate=aggregate, rotations=tuple(rotations)
+    )
+
+
+def compute_maps(
+    pair: ModelPair, image: np.ndarray, cfg: SaliencyConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trained and random maps (H, W) float32 of one uint8 image (3, H, W), by rotviz.attribution.maps."""
+    trained, random = checkpoint_maps(
+        pair.checkpoint, np.ascontiguousarray(image)[None], cfg, runtime(), twin=pair.random
+    )
+    return trained[0], random[0]
+
+
+@st.cache_data(max_entries=MAP_CACHE_ENTRIES, show_spinner=False)
+def image_maps(
+    ckpt_id: str,
+    image_key: str,
+    sal_key: str,
+    _pair: ModelPair,
+    _image: np.ndarray,
+    _cfg: SaliencyConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cached trained/random maps of one image, keyed by checkpoint, image and saliency settings."""
+    return compute_maps(_pair, _image, _cfg)
+
+
+@st.cache_data(max_entries=MAP_CACHE_ENTRIES, show_spinner=False)
+def image_sweeps(
+    ckpt_id: str,
+    image_key: str,
+    sal_key: str,
+    _maps: tuple[np.ndarray, np.ndarray],
+    _mask: np.ndarray,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Q-vs-threshold of one image for the trained and random map (threshold_sweep frames)."""
+    return threshold_sweep([_maps[0]], [_mask]), threshold_sweep([_maps[1]], [_mask])
+
+
+def boxes_mask(boxes: np.ndarray, size: int) -> np.ndarray:
+    """Box mask (size, size) bool of boxes (K, 4) in resized pixels."""
+    return box_mask(boxes, (size, size))

@@ -1,0 +1,113 @@
+"""Metrics page glue for issue 8: rotation accuracy with intervals, the downstream probe and the
+saliency sanity checks of one stored checkpoint (cached; never trains).
+
+Everything runs on the checkpoint the user picked: the probe uses its weights and its random
+twin on the dataset's labelled task (rotviz.study.probe), the sanity checks its maps on one test
+image (rotviz.study.sanity.image_sanity), with the shuffled-label model when the store holds one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from rotviz.app import cached, common
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.config import DataConfig
+from rotviz.nets.checkpoint import Card
+from rotviz.nets.evaluate import accuracy_comparison
+from rotviz.scores.metrics import Percentile
+from rotviz.study.probe import chance_accuracy, probe_numbers, probe_run, task_data
+from rotviz.study.sanity import MEASURE_LABELS, shuffled_config
+from rotviz.study.sanity import image_sanity as sanity_of_image
+from rotviz.training.pipeline import find_checkpoint
+
+SANITY_PERCENTILE = 95.0  # Q along the cascade at a scale-free threshold
+
+
+@st.cache_data(max_entries=32, show_spinner="Evaluating rotation accuracy per test image...")
+def accuracy_intervals(
+    pair_id: str, dkey: str, _pair: cached.ModelPair, _cfg: DataConfig
+) -> pd.DataFrame:
+    """Rotation accuracy (%) of the trained net and its twin, mean [95% CI] over test images,
+    paired difference and Wilcoxon p: the display strings, then the numeric columns that
+    ``rotviz study`` writes (rotviz.nets.evaluate.accuracy_comparison for both)."""
+    _, test = cached.split(dkey, _cfg)
+    cmp, _ = accuracy_comparison(
+        [_pair.checkpoint], test.images, cached.runtime(), twins=[_pair.random]
+    )
+    shown = {f"{k} (%)" if k != "p (Wilcoxon)" else k: v for k, v in cmp.row().items()}
+    return pd.DataFrame([{**shown, "test images": cmp.trained.n, **cmp.numbers()}])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def probe(
+    pair_id: str,
+    dkey: str,
+    task: str,
+    fractions: tuple[float, ...],
+    _cfg: DataConfig,
+    _pair: cached.ModelPair,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(numbers, task summary) of the probe of one checkpoint and its chosen twin (rotviz.study.probe)."""
+    td = task_data(_cfg, task)
+    per_image = probe_run(
+        _pair.checkpoint,
+        td,
+        cached.runtime(),
+        list(fractions),
+        twin=_pair.random,
+        twin_kind=_pair.twin,
+    )
+    summary = {
+        "task": td.task,
+        "classes": list(td.classes),
+        "notes": list(td.notes),
+        "n_train": len(td.y_train),
+        "n_test": len(td.y_test),
+        "chance": chance_accuracy(td.y_test),
+    }
+    return probe_numbers(per_image), summary
+
+
+def shuffled_checkpoint(card: Card) -> Any:
+    """The shuffled-label model of the card's recipe when the store has it (else None; never trains)."""
+    tcfg = card.train_config
+    if tcfg.shuffle_labels:
+        return None
+    data = common.with_local_paths(card.data_config)
+    return find_checkpoint(data, shuffled_config(tcfg), common.store())[1]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def image_sanity(
+    ckpt_id: str,
+    image_key: str,
+    sal_key: str,
+    with_shuffled: bool,
+    _image: np.ndarray,
+    _mask: np.ndarray | None,
+    _sal: SaliencyConfig,
+    _shuffled: Any = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(similarities per comparison, cascade rows) of one test image (rotviz.study.sanity.image_sanity)."""
+    ckpt = cached.model_pair(ckpt_id).checkpoint
+    mask = _mask if _mask is not None and _mask.any() else None
+    sims, rows = sanity_of_image(
+        ckpt,
+        _image,
+        _sal,
+        cached.runtime(),
+        mask,
+        Percentile(SANITY_PERCENTILE) if mask is not None else None,
+        _shuffled if with_shuffled else None,
+    )
+    return sims.reset_index(), rows
+
+
+def similarity_display(sims: pd.DataFrame) -> pd.DataFrame:
+    """Similarities rounded for display, with readable column names."""
+    return sims.rename(columns=MEASURE_LABELS).round(3)

@@ -1,0 +1,206 @@
+"""Dataset-level goodness for the Metrics page: the core's goodness run per checkpoint and layer
+(maps cached), laid out as tables beside the study's published figures.
+
+Every number comes from rotviz.study.goodness (checkpoint_maps via goodness_run, score_rows,
+goodness_comparison, sweeps), the functions ``rotviz study`` calls, so the page and the
+study CSVs agree exactly on the same store and settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from rotviz.app import cached
+from rotviz.attribution.maps import checkpoint_maps
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.config import DataConfig
+from rotviz.nets.batchnorm import TWIN_NAMES
+from rotviz.nets.checkpoint import Card
+from rotviz.report.tables import percent
+from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold
+from rotviz.scores.published import PUBLISHED_GOODNESS, goodness_protocol_mismatch, study_lambda
+from rotviz.scores.stats import format_p
+from rotviz.study.goodness import (
+    GoodnessRun,
+    goodness_baselines,
+    goodness_comparison,
+    goodness_run,
+    sweeps,
+)
+
+# The columns the page shows (the export keeps the numeric ones too).
+DISPLAY_COLUMNS = (
+    "threshold",
+    "random twin",
+    "Q trained, mean [95% CI] (%)",
+    "Q random twin, mean [95% CI] (%)",
+    "difference (%)",
+    "p (Wilcoxon)",
+    "images with boxes",
+    "share of pixels on, trained (%)",
+    "share of pixels on, random twin (%)",
+    "threshold's reach",
+    "model-free baselines (pct:95)",
+    "published mean Q, trained (%)",
+    "published: comparable?",
+    "checkpoint",
+)
+
+
+@dataclass
+class LayerRun:
+    """The maps of one checkpoint on one dataset's test split for one saliency setting."""
+
+    card: Card
+    sal: SaliencyConfig
+    dkey: str
+    cfg: DataConfig
+    maps: tuple[np.ndarray, np.ndarray]
+    twin: str
+
+    @property
+    def layer(self) -> str:
+        return self.sal.layer
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _split_maps(
+    pair_id: str,
+    dkey: str,
+    sal_key: str,
+    _pair: cached.ModelPair,
+    _cfg: DataConfig,
+    _sal: SaliencyConfig,
+    _progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trained and random maps (N, S, S) of every test image, exactly as rotviz.study.goodness computes them."""
+    pair = _pair
+    _, split = cached.split(dkey, _cfg)
+    return checkpoint_maps(
+        pair.checkpoint, split.images, _sal, cached.runtime(), twin=pair.random, progress=_progress
+    )
+
+
+def layer_run(
+    card: Card,
+    data: DataConfig | None,
+    own: DataConfig,
+    sal: SaliencyConfig,
+    twin: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> LayerRun:
+    """The maps of a checkpoint on a test split (cached across reruns) for one saliency setting.
+
+    data: the dataset scored (None: the network's own, own: its paths on this machine, where
+    the calibrated twin finds its training images); scored on the network's preprocessing.
+    """
+    view_cfg = cached.viewing_config(card, data or own)
+    dkey = cached.data_key(view_cfg)
+    pair = cached.pair_with_twin(card, twin, own, fallback=data)
+    maps = _split_maps(pair.ident, dkey, sal.key(), pair, view_cfg, sal, progress)
+    return LayerRun(card, sal, dkey, view_cfg, maps, twin)
+
+
+def threshold_for(mode: str, value: float | None, model: str, layer: str) -> Threshold:
+    """The threshold of a table cell: the study's λ per model and layer, or one given threshold."""
+    if mode == "study":
+        return Absolute(study_lambda(layer, model))
+    if mode == "absolute":
+        return Absolute(float(value))
+    if mode == "percentile":
+        return Percentile(float(value))
+    return BoxArea()
+
+
+def scored(res: LayerRun, threshold: Threshold) -> GoodnessRun:
+    """The core's goodness run (per-image rows and summary) of cached maps at one threshold."""
+    pair = cached.model_pair(cached.checkpoint_id(res.card))
+    _, split = cached.split(res.dkey, res.cfg)
+    return goodness_run(
+        pair.checkpoint, split, res.sal, threshold, maps=res.maps, twin_name=TWIN_NAMES[res.twin]
+    )
+
+
+def published_cell(res: LayerRun, threshold: Threshold) -> tuple[float | None, str]:
+    """(published mean Q (%) when comparable, else None; why it is or is not comparable)."""
+    recipe = res.card.recipe
+    if res.cfg.dataset != recipe.dataset:
+        return None, f"cross-dataset: trained on {recipe.dataset}, scored on {res.cfg.dataset}"
+    if not recipe.is_study():
+        return None, "not the study's recipe: " + "; ".join(recipe.deviations())
+    why = goodness_protocol_mismatch(
+        recipe.dataset,
+        recipe.model,
+        res.layer,
+        res.sal.method,
+        res.sal.aggregate,
+        res.sal.neurons,
+        threshold,
+    )
+    if why:
+        return None, f"not comparable: {why}"
+    return PUBLISHED_GOODNESS[res.layer][recipe.model], "same protocol as the study"
+
+
+def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> pd.DataFrame:
+    """Mean Q (%) over the test images with boxes, trained and random, per layer and checkpoint.
+
+    Numeric columns are fractions as ``rotviz study`` writes them (trained, trained_low, ...);
+    display columns carry "mean [95% CI]" in %. Each row shows its network's recipe.
+    """
+    rows = []
+    for res in results:
+        threshold = threshold_for(mode, value, res.card.model, res.layer)
+        run = scored(res, threshold)
+        cmp, _ = goodness_comparison([run])
+        _, flag = goodness_baselines([run])
+        notes = [
+            f"{who}: {run.summary[f'reach_note_{who}']}"
+            for who in ("trained", "random")
+            if run.summary[f"reach_note_{who}"]
+        ]
+        published, why = published_cell(res, threshold)
+        rows.append(
+            {
+                "layer": res.layer,
+                **res.card.recipe.columns(),
+                "data": res.cfg.dataset,
+                "threshold": threshold.describe(),
+                "random twin": TWIN_NAMES[res.twin],
+                "Q trained, mean [95% CI] (%)": cmp.trained.format(),
+                "Q random twin, mean [95% CI] (%)": cmp.random.format(),
+                "difference (%)": cmp.difference.format(),
+                "p (Wilcoxon)": format_p(cmp.p_value),
+                "images with boxes": cmp.trained.n,
+                "share of pixels on, trained (%)": percent(run.summary["mean_fraction_on_trained"]),
+                "share of pixels on, random twin (%)": percent(
+                    run.summary["mean_fraction_on_random"]
+                ),
+                "threshold's reach": "; ".join(notes) or "informative",
+                "model-free baselines (pct:95)": flag or "beats the edge map and the centre prior",
+                "published mean Q, trained (%)": published,
+                "published: comparable?": why,
+                "checkpoint": res.card.name,
+                **cmp.numbers(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def per_image_table(res: LayerRun, threshold: Threshold) -> pd.DataFrame:
+    """Q per test image (trained, random) at one threshold: the core's score rows."""
+    return scored(res, threshold).rows
+
+
+def sweep_frames(res: LayerRun) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Dataset-level mean Q vs threshold (absolute and percentile), trained and random."""
+    df = sweeps(scored(res, Absolute(0.0)))
+    return (
+        df[df.network == "trained"].drop(columns="network"),
+        df[df.network == "random"].drop(columns="network"),
+    )

@@ -1,0 +1,1 @@
+"""Attribution maps of a network's neurons (saliency and Captum methods)."""

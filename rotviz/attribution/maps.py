@@ -1,0 +1,74 @@
+"""Saliency maps of whole image sets: the one entry point the CLI, the study runner and the app call.
+
+``checkpoint_maps`` takes the checkpoint, so its network (which carries the rotations it was
+trained on) and its random twin travel together and no caller can pass the wrong ones;
+``network_maps`` serves any single network (the steps of cascading randomisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from rotviz import distributed
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.data.rotation import normalize
+from rotviz.nets.checkpoint import Checkpoint
+from rotviz.nets.models import RotationNet
+from rotviz.runtime import RuntimeLike, as_runtime
+
+Progress = Callable[[int, int], None]
+
+
+def network_maps(
+    models: RotationNet | tuple[RotationNet, ...],
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """Maps (N, S, S) float32 of each model on uint8 images (N, 3, S, S), in batches of batch_size.
+
+    Every model sees the same batches (so maps compare exactly). Under torchrun the batches
+    are split across ranks (batch b on rank b % world) and gathered back in order on every
+    rank: each image is computed in the same batch as in one process, so the maps are
+    bit-identical to a single-process run.
+    """
+    models = models if isinstance(models, tuple) else (models,)
+    device = as_runtime(runtime).device
+    models = tuple(m.to(device).eval() for m in models)
+    out: list[list[np.ndarray]] = []
+    n_batches = -(-len(images) // batch_size)
+    for rows in distributed.shard_batches(len(images), batch_size):
+        x = normalize(torch.from_numpy(np.array(images[rows])).to(device, non_blocking=True))
+        out.append([sal.maps(m, x).float().cpu().numpy() for m in models])
+        if progress:
+            progress(min(rows.stop, len(images)), len(images))
+    out = distributed.gather_batches(out, n_batches)
+    size = images.shape[-1]
+    if not out:
+        return [np.zeros((0, size, size), np.float32) for _ in models]
+    return [np.concatenate([batch[i] for batch in out]) for i in range(len(models))]
+
+
+def checkpoint_maps(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    twin: RotationNet | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps (N, S, S) float32 of a checkpoint's network and of its random twin on uint8 images (N, 3, S, S).
+
+    twin: the random twin when the caller already holds it (else built from the checkpoint).
+    """
+    twin = twin if twin is not None else checkpoint.random_twin()
+    trained, random = network_maps(
+        (checkpoint.model, twin), images, sal, runtime, batch_size, progress
+    )
+    return trained, random

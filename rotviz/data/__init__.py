@@ -1,0 +1,1 @@
+"""Data sources, records, preprocessing, the rotation task and uploaded images."""

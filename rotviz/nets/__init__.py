@@ -1,0 +1,1 @@
+"""Networks: the model registry, checkpoints and their store, BatchNorm statistics, evaluation."""

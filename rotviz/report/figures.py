@@ -1,0 +1,378 @@
+"""Drawing only: saliency overlays, masks with boxes, trained-vs-random panels, sweep plots.
+
+Knows nothing of models. Static figures are matplotlib `Figure` objects on the Agg canvas,
+created without pyplot, so they never pile up in pyplot's figure registry (the usual leak
+in a long-running app) and the global backend is left alone; they export PNG, SVG and PDF
+offline. Plotly builders are for the app's interactive charts only.
+
+Images are drawn with extent (0, W, H, 0), so pixel (r, c) covers [c, c+1) x [r, r+1) and a
+box (x0, y0, x1, y1) in pixels is drawn at exactly those coordinates (the convention of
+rotviz.scores.metrics.box_mask).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+
+from rotviz.errors import RotvizError
+from rotviz.scores.metrics import format_q, sweep_auc
+
+Q_LABEL = "Q (IoU of thresholded map and boxes)"
+FORMATS = ("png", "svg", "pdf")
+_MASK_COLOUR = (0.0, 0.85, 1.0)  # cyan: visible on skin, fur and sky alike
+_BOX_COLOUR = "#ffd400"
+# Reproducible files: no timestamps, fixed SVG element ids.
+_SAVE_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {}}
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """(H, W, 3) uint8 from (H, W, 3) or (3, H, W) uint8/float in [0, 1], or (H, W) grey."""
+    img = _to_numpy(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise RotvizError(f"Image must be (H, W, 3) or (3, H, W), got shape {img.shape}.")
+    if img.dtype != np.uint8:
+        f = img.astype(np.float64)
+        if f.size and f.max() <= 1.0:
+            f = f * 255.0
+        img = np.clip(np.round(f), 0, 255).astype(np.uint8)
+    return img
+
+
+def _check_hw(img: np.ndarray, other: np.ndarray, what: str) -> None:
+    if other.shape != img.shape[:2]:
+        raise RotvizError(
+            f"{what} has shape {other.shape} but the image is {img.shape[:2]}; they must match."
+        )
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _new_axes() -> Axes:
+    return _new_figure((4.0, 4.0)).add_subplot()
+
+
+def _show_image(ax: Axes, img: np.ndarray) -> None:
+    h, w = img.shape[:2]
+    ax.imshow(img, extent=(0, w, h, 0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def overlay(
+    image: Any,
+    saliency: Any,
+    ax: Axes | None = None,
+    cmap: str = "inferno",
+    alpha: float = 0.5,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> AxesImage:
+    """Draw a saliency map (H, W) over an image (H, W, 3) uint8; returns the map's AxesImage.
+
+    The returned image is the mappable for a colorbar (its figure: `.figure`, axes: `.axes`).
+    vmin/vmax default to the map's own min/max; pass shared values to compare maps.
+    """
+    img = _as_rgb(image)
+    s = _to_numpy(saliency).astype(np.float64)
+    _check_hw(img, s, "Saliency map")
+    ax = ax if ax is not None else _new_axes()
+    _show_image(ax, img)
+    h, w = s.shape
+    return ax.imshow(
+        s,
+        cmap=cmap,
+        alpha=alpha,
+        vmin=float(np.nanmin(s)) if vmin is None else vmin,
+        vmax=float(np.nanmax(s)) if vmax is None else vmax,
+        extent=(0, w, h, 0),
+        interpolation="nearest",
+    )
+
+
+def draw_boxes(ax: Axes, boxes: Any, color: str = _BOX_COLOUR, linewidth: float = 1.5) -> None:
+    """Outline boxes (K, 4) xyxy in pixels on an axes showing an image with extent (0, W, H, 0)."""
+    for x0, y0, x1, y1 in _to_numpy(boxes).astype(np.float64).reshape(-1, 4):
+        ax.add_patch(
+            Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=linewidth)
+        )
+
+
+def mask_with_boxes(
+    image: Any,
+    mask: Any,
+    boxes: Any,
+    ax: Axes | None = None,
+    color: tuple[float, float, float] = _MASK_COLOUR,
+    alpha: float = 0.55,
+) -> Axes:
+    """Draw a thresholded map (H, W) bool tinted on the image (H, W, 3), with box outlines (K, 4)."""
+    img = _as_rgb(image)
+    m = _to_numpy(mask).astype(bool)
+    _check_hw(img, m, "Mask")
+    ax = ax if ax is not None else _new_axes()
+    _show_image(ax, img)
+    tint = np.zeros((*m.shape, 4), dtype=np.float64)
+    tint[m] = (*color, alpha)
+    h, w = m.shape
+    ax.imshow(tint, extent=(0, w, h, 0), interpolation="nearest")
+    draw_boxes(ax, boxes)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    return ax
+
+
+def trained_vs_random_figure(
+    image: Any,
+    boxes: Any,
+    map_trained: Any,
+    map_random: Any,
+    mask_trained: Any,
+    mask_random: Any,
+    q_trained: float | None,
+    q_random: float | None,
+    title: str = "",
+    threshold: str | None = None,
+    cmap: str = "inferno",
+) -> Figure:
+    """2x2 panel: saliency overlays (top, one shared colour scale and colorbar), thresholded
+    maps with box outlines (bottom); Q in every panel title ("n/a (no boxes)" when NaN).
+
+    Maps and masks are (H, W); the figure has 5 axes (4 panels + the colorbar). threshold is
+    shown in the figure title (e.g. Absolute(8e-4).describe()), since Q depends on it.
+    """
+    img = _as_rgb(image)
+    s_t = _to_numpy(map_trained).astype(np.float64)
+    s_r = _to_numpy(map_random).astype(np.float64)
+    _check_hw(img, s_t, "Trained map")
+    _check_hw(img, s_r, "Random map")
+    finite = np.concatenate([s_t[np.isfinite(s_t)], s_r[np.isfinite(s_r)]])
+    vmin = float(finite.min()) if finite.size else 0.0
+    vmax = float(finite.max()) if finite.size else 1.0
+
+    fig = _new_figure((8.0, 8.4))
+    axes = fig.subplots(2, 2)
+    panels = (("trained", s_t, mask_trained, q_trained), ("random", s_r, mask_random, q_random))
+    mappable = None
+    for col, (name, s, mask, q) in enumerate(panels):
+        qtext = format_q(q)
+        mappable = overlay(img, s, ax=axes[0, col], cmap=cmap, vmin=vmin, vmax=vmax)
+        draw_boxes(axes[0, col], boxes)
+        axes[0, col].set_title(f"{name}: saliency\nQ = {qtext}", fontsize=10)
+        mask_with_boxes(img, mask, boxes, ax=axes[1, col])
+        axes[1, col].set_title(f"{name}: thresholded map + boxes\n{Q_LABEL} = {qtext}", fontsize=9)
+    fig.colorbar(mappable, ax=list(axes[0, :]), shrink=0.9, label="saliency (shared scale)")
+    heading = " | ".join(t for t in (title, f"threshold {threshold}" if threshold else "") if t)
+    if heading:
+        fig.suptitle(heading)
+    return fig
+
+
+def _kinds(*dfs: pd.DataFrame | None) -> list[str]:
+    present = set()
+    for df in dfs:
+        if df is not None:
+            present |= set(df["kind"])
+    return [k for k in ("absolute", "percentile") if k in present]
+
+
+def _auc_label(name: str, df: pd.DataFrame, kind: str) -> str:
+    try:
+        return f"{name} (AUC {sweep_auc(df, kind=kind):.3f})"
+    except RotvizError:
+        return name
+
+
+def sweep_figure(df_trained: pd.DataFrame, df_random: pd.DataFrame | None = None) -> Figure:
+    """Mean Q vs threshold from threshold_sweep frames: one axes per kind present (absolute on a
+    log10 lambda axis, percentile on a linear axis), trained and random as two lines each."""
+    kinds = _kinds(df_trained, df_random)
+    if not kinds:
+        raise RotvizError(
+            "sweep_figure: the sweep tables have no rows; run a threshold sweep first."
+        )
+    fig = _new_figure((5.0 * len(kinds), 4.0))
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds, strict=True):
+        for name, df, style in (("trained", df_trained, "-o"), ("random", df_random, "--s")):
+            if df is None or not (df["kind"] == kind).any():
+                continue
+            part = df[df["kind"] == kind].sort_values("value")
+            ax.plot(
+                part["value"], part["mean_q"], style, markersize=3, label=_auc_label(name, df, kind)
+            )
+        if kind == "absolute":
+            ax.set_xscale("log")
+            ax.set_xlabel("absolute threshold λ (S ≥ λ)")
+            ax.set_title("Q vs absolute threshold")
+        else:
+            ax.set_xlabel("percentile p (S ≥ p-th percentile of the map)")
+            ax.set_title("Q vs percentile threshold")
+        ax.set_ylabel(f"mean {Q_LABEL}", fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _check_format(fmt: str) -> str:
+    f = fmt.lower().lstrip(".")
+    if f not in FORMATS:
+        raise RotvizError(f"Cannot export figure as {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    return f
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 150) -> bytes:
+    """The figure encoded as png, svg or pdf bytes (for download buttons); reproducible output."""
+    f = _check_format(fmt)
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "rotviz", "svg.fonttype": "path"}):
+        fig.savefig(buf, format=f, dpi=dpi, metadata=_SAVE_METADATA[f])
+    return buf.getvalue()
+
+
+def save_figure(
+    fig: Figure, path_stem: Path | str, formats: Sequence[str] = FORMATS, close: bool = True
+) -> list[Path]:
+    """Write the figure to path_stem + ".png"/".svg"/".pdf" (atomically); returns the paths.
+
+    path_stem has no extension (a dot in it is kept: "fig_lam8e-4.0" -> "fig_lam8e-4.0.png").
+    close=True releases the figure afterwards (also from pyplot, if it was made there).
+    """
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        f = _check_format(fmt)
+        path = stem.with_name(f"{stem.name}.{f}")
+        data = figure_bytes(fig, f)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(path)
+    if close:
+        close_figure(fig)
+    return written
+
+
+def close_figure(fig: Figure) -> None:
+    """Release a figure: drop it from pyplot if it was made there, and clear its artists."""
+    plt = sys.modules.get("matplotlib.pyplot")  # only if the caller already uses pyplot
+    if plt is not None:
+        plt.close(fig)
+    fig.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plotly (interactive charts in the app)
+# ---------------------------------------------------------------------------------------------
+
+
+def sweep_plotly(df_trained: pd.DataFrame, df_random: pd.DataFrame | None = None) -> Any:
+    """Interactive plotly version of sweep_figure: one subplot per threshold kind."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    kinds = _kinds(df_trained, df_random)
+    if not kinds:
+        raise RotvizError(
+            "sweep_plotly: the sweep tables have no rows; run a threshold sweep first."
+        )
+    titles = ["Q vs absolute threshold λ" if k == "absolute" else "Q vs percentile" for k in kinds]
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=titles)
+    for col, kind in enumerate(kinds, start=1):
+        for name, df, dash in (("trained", df_trained, "solid"), ("random", df_random, "dash")):
+            if df is None or not (df["kind"] == kind).any():
+                continue
+            part = df[df["kind"] == kind].sort_values("value")
+            fig.add_trace(
+                go.Scatter(
+                    x=part["value"],
+                    y=part["mean_q"],
+                    mode="lines+markers",
+                    name=f"{_auc_label(name, df, kind)} [{kind}]",
+                    line={"dash": dash},
+                    customdata=part["n"],
+                    hovertemplate="threshold %{x:.3g}<br>mean Q %{y:.3f}<br>n=%{customdata}",
+                ),
+                row=1,
+                col=col,
+            )
+        if kind == "absolute":
+            fig.update_xaxes(type="log", title_text="λ", row=1, col=col)
+        else:
+            fig.update_xaxes(title_text="percentile", row=1, col=col)
+        fig.update_yaxes(title_text=f"mean {Q_LABEL}", rangemode="tozero", row=1, col=col)
+    return fig
+
+
+def saliency_heatmap_plotly(
+    saliency: Any,
+    image: Any = None,
+    title: str = "",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    opacity: float = 0.5,
+    colorscale: str = "Inferno",
+) -> Any:
+    """Interactive heatmap of a saliency map (H, W), over the image (H, W, 3) when given."""
+    import plotly.graph_objects as go
+
+    s = _to_numpy(saliency).astype(np.float64)
+    if s.ndim != 2:
+        raise RotvizError(f"Saliency map must be (H, W), got shape {s.shape}.")
+    fig = go.Figure()
+    if image is not None:
+        img = _as_rgb(image)
+        _check_hw(img, s, "Saliency map")
+        fig.add_trace(go.Image(z=img, hoverinfo="skip"))
+    finite = s[np.isfinite(s)]
+    fig.add_trace(
+        go.Heatmap(
+            z=s,
+            zmin=float(finite.min()) if zmin is None and finite.size else zmin,
+            zmax=float(finite.max()) if zmax is None and finite.size else zmax,
+            colorscale=colorscale,
+            opacity=opacity if image is not None else 1.0,
+            hovertemplate="row %{y}, col %{x}<br>S = %{z:.3g}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return fig

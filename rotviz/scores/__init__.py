@@ -1,0 +1,1 @@
+"""Scores of maps and figures: goodness Q, baselines, intervals, published figures. numpy only."""

@@ -1,0 +1,1 @@
+"""Runs over a split (goodness, consistency, sanity, neurons, probe) and study files."""

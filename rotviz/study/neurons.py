@@ -1,0 +1,261 @@
+"""Neuron browser: what each neuron responds to, trained network vs random twin (issue 15).
+
+For a network and a preprocessed split, every neuron's top-k activating images, each with
+that single neuron's saliency map (DESIGN.md: |d a / d x|, max over colour channels).
+
+- **Embedding neurons**: the D features of ``embed()``; activation = the feature value.
+  Computed once per network and split and cached on disk by ``rotviz.study.probe.split_features``
+  (the probe's feature cache).
+- **Rotation neurons**: the m logits of the head. Neuron j (rotation ``rotations[j]``) scores
+  every image turned by that rotation with log p(j | image turned), the log-softmax of its
+  logit (computed as -log(1 + sum_{i != j} exp(l_i - l_j)), so confident images do not tie
+  at p = 1). Its top images are the network's most confident examples of "this was turned
+  rotations[j] x 90 degrees"; they are shown turned, as the network saw them, with the
+  saliency of logit j. Logits come from the cached embeddings of the turned images.
+- **Selectivity** of a neuron: (mean of its top-k activations - mean over all images) /
+  standard deviation over all images (0 where the deviation is 0): how many standard
+  deviations its best images stand above its typical response.
+
+The random twin's neuron i has nothing to do with the trained network's neuron i: each
+network's row shows its own top images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.data.preprocess import PreparedSplit
+from rotviz.data.rotation import normalize, rotate
+from rotviz.errors import RotvizError
+from rotviz.nets.checkpoint import Checkpoint
+from rotviz.nets.models import RotationNet
+from rotviz.report import figures
+from rotviz.study.probe import network_key, split_features
+from rotviz.training.pipeline import random_twin_of
+
+LAYERS = ("embedding", "rotation")
+NETWORKS = ("trained", "random")  # a contact sheet's rows: the trained net, its initial twin
+# what the browser can show: also the twin with calibrated BatchNorm statistics
+NETWORK_CHOICES = ("trained", "random_calibrated", "random")
+SORT_KEYS = ("neuron", "mean", "selectivity")
+TOP_K = 9
+PAGE_SIZE = 12
+
+Progress = Callable[[int, int], None]
+
+
+def network_model(checkpoint: Checkpoint, network: str) -> RotationNet:
+    """The trained network of a checkpoint or its random twin (the one place a twin is made here)."""
+    if network == "trained":
+        return checkpoint.model
+    if network == "random":
+        return checkpoint.random_twin()
+    if network == "random_calibrated":
+        return random_twin_of(checkpoint, "calibrated")
+    raise RotvizError(f"network {network!r}: choose one of {', '.join(NETWORK_CHOICES)}")
+
+
+def _check_layer(layer: str) -> None:
+    if layer not in LAYERS:
+        raise RotvizError(f"layer {layer!r}: choose embedding or rotation")
+
+
+def neuron_labels(checkpoint: Checkpoint, layer: str, n: int) -> list[str]:
+    """A name per neuron: "17" (embedding) or "90°" (rotation neuron of that rotation)."""
+    _check_layer(layer)
+    if layer == "rotation":
+        return [f"{90 * k}°" for k in checkpoint.train_config.rotations]
+    return [str(i) for i in range(n)]
+
+
+def rotation_log_probs(logits: np.ndarray, j: int) -> np.ndarray:
+    """log p(j) (N,) float64 of logits (N, m), precise where p is close to 1."""
+    d = np.asarray(logits, dtype=np.float64) - np.asarray(logits, dtype=np.float64)[:, j : j + 1]
+    others = np.delete(d, j, axis=1)
+    if others.shape[1] == 0:
+        return np.zeros(len(d))
+    top = others.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(others - top).sum(axis=1))
+    return -np.logaddexp(0.0, lse)
+
+
+def activations(
+    checkpoint: Checkpoint,
+    split: PreparedSplit,
+    layer: str,
+    network: str,
+    device: torch.device,
+    model: RotationNet | None = None,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Activations (N, n) of every image of a split: embedding features (float32) or, per
+    rotation neuron j, log p(j) of the image turned by rotations[j] (float64); disk-cached.
+
+    model: the network if the caller holds it already (else ``network_model``).
+    progress(done, total) is called only while features are computed, not when cached.
+    """
+    _check_layer(layer)
+    model = network_model(checkpoint, network) if model is None else model
+    key = network_key(checkpoint, network)
+    if layer == "embedding":
+        return split_features(model, split, key, device, cache_dir, progress=progress)
+    rotations = checkpoint.train_config.rotations
+    weight = model.head.weight.detach().cpu().double().numpy()
+    bias = model.head.bias.detach().cpu().double().numpy()
+    columns = []
+    for j, k in enumerate(rotations):
+        step = None
+        if progress is not None:
+
+            def step(done: int, total: int, j: int = j) -> None:
+                progress(j * total + done, len(rotations) * total)
+
+        feats = split_features(model, split, key, device, cache_dir, rotation=k, progress=step)
+        columns.append(rotation_log_probs(feats.astype(np.float64) @ weight.T + bias, j))
+    return np.stack(columns, axis=1)
+
+
+def top_images(acts: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Per neuron, the rows of its k highest activations, (n, k) int64, highest first
+    (ties: the lower row first)."""
+    if k < 1:
+        raise RotvizError(f"--top must be at least 1, got {k}")
+    order = np.argsort(-np.asarray(acts), axis=0, kind="stable")
+    return np.ascontiguousarray(order[: min(k, len(acts))].T)
+
+
+def neuron_stats(acts: np.ndarray, k: int = TOP_K) -> pd.DataFrame:
+    """Per neuron (one row each, index = neuron): mean, std, top-k mean and selectivity
+    ((top-k mean - mean) / std, 0 where std is 0)."""
+    acts = np.asarray(acts, dtype=np.float64)
+    top = top_images(acts, k)
+    mean, std = acts.mean(axis=0), acts.std(axis=0)
+    top_mean = np.take_along_axis(acts.T, top, axis=1).mean(axis=1)
+    selectivity = np.divide(top_mean - mean, std, out=np.zeros_like(mean), where=std > 0)
+    df = pd.DataFrame({"mean": mean, "std": std, "top_mean": top_mean, "selectivity": selectivity})
+    df.index.name = "neuron"
+    return df
+
+
+def sorted_neurons(stats: pd.DataFrame, key: str = "neuron") -> list[int]:
+    """Neuron indices by key: "neuron" (ascending), "mean" or "selectivity" (highest first)."""
+    if key not in SORT_KEYS:
+        raise RotvizError(f"sort {key!r}: choose one of {', '.join(SORT_KEYS)}")
+    if key == "neuron":
+        return [int(i) for i in stats.index]
+    return [int(i) for i in stats.sort_values(key, ascending=False, kind="stable").index]
+
+
+def top_table(
+    acts: np.ndarray, files: Sequence[str], labels: Sequence[str], k: int = TOP_K
+) -> pd.DataFrame:
+    """The top-k table, one row per (neuron, rank): neuron, label, mean, std, selectivity,
+    rank (1 = highest), image (row in the split), file, activation."""
+    stats = neuron_stats(acts, k)
+    top = top_images(acts, k)
+    n, kk = top.shape
+    neuron = np.repeat(np.arange(n), kk)
+    rows = top.reshape(-1)
+    return pd.DataFrame(
+        {
+            "neuron": neuron,
+            "label": np.asarray(labels, dtype=object)[neuron],
+            "mean": stats["mean"].to_numpy()[neuron],
+            "std": stats["std"].to_numpy()[neuron],
+            "selectivity": stats["selectivity"].to_numpy()[neuron],
+            "rank": np.tile(np.arange(1, kk + 1), n),
+            "image": rows,
+            "file": np.asarray(files, dtype=object)[rows],
+            "activation": np.asarray(acts)[rows, neuron],
+        }
+    )
+
+
+@dataclass
+class NeuronView:
+    """One neuron of one network: its top images as the network saw them, with their maps."""
+
+    layer: str
+    network: str
+    neuron: int
+    label: str
+    rows: np.ndarray  # (k,) rows of the split, highest activation first
+    values: np.ndarray  # (k,) their activations
+    images: np.ndarray  # (k, 3, S, S) uint8, turned for rotation neurons
+    maps: np.ndarray  # (k, S, S) float32 single-neuron saliency
+
+    def captions(self) -> list[str]:
+        """One caption per image: row and activation (probability for rotation neurons)."""
+        if self.layer == "rotation":
+            return [f"#{r} p={np.exp(v):.3f}" for r, v in zip(self.rows, self.values, strict=True)]
+        return [f"#{r} a={v:.3g}" for r, v in zip(self.rows, self.values, strict=True)]
+
+
+def neuron_view(
+    checkpoint: Checkpoint,
+    model: RotationNet,
+    network: str,
+    split: PreparedSplit,
+    acts: np.ndarray,
+    layer: str,
+    neuron: int,
+    k: int = TOP_K,
+) -> NeuronView:
+    """The top-k images of a neuron (from the activations acts (N, n) of this network) and
+    that neuron's saliency on each: ``SaliencyConfig(layer, neurons=str(neuron), aggregate="none")``."""
+    _check_layer(layer)
+    if not 0 <= neuron < acts.shape[1]:
+        raise RotvizError(f"neuron {neuron} does not exist: this layer has 0..{acts.shape[1] - 1}")
+    rotations = checkpoint.train_config.rotations
+    rows = top_images(acts[:, neuron : neuron + 1], k)[0]
+    turns = rotations[neuron] if layer == "rotation" else 0
+    images = rotate(torch.from_numpy(np.array(split.images[rows])), turns)
+    cfg = SaliencyConfig(layer=layer, neurons=str(neuron), aggregate="none")
+    maps = cfg.maps(model, normalize(images), model_rotations=rotations)
+    label = neuron_labels(checkpoint, layer, acts.shape[1])[neuron]
+    return NeuronView(
+        layer,
+        network,
+        neuron,
+        label,
+        rows,
+        np.asarray(acts)[rows, neuron],
+        images.numpy(),
+        maps.numpy().astype(np.float32),
+    )
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def contact_sheet(views: Sequence[NeuronView], title: str | None = None) -> Figure:
+    """One row per view (e.g. trained, random twin): its top images with the neuron's map
+    overlaid (colour scale per row, from 0 to the row's largest value)."""
+    if not views:
+        raise RotvizError("a contact sheet needs at least one neuron view")
+    cols = max(len(v.rows) for v in views)
+    fig = figures._new_figure((1.3 * cols + 0.4, 1.55 * len(views) + 0.4))
+    grid = fig.add_gridspec(len(views), cols)
+    for r, view in enumerate(views):
+        vmax = float(view.maps.max()) if view.maps.size else 1.0
+        for c in range(cols):
+            ax = fig.add_subplot(grid[r, c])
+            if c >= len(view.rows):
+                ax.set_axis_off()
+                continue
+            figures.overlay(view.images[c], view.maps[c], ax=ax, vmin=0.0, vmax=vmax or 1.0)
+            ax.set_title(view.captions()[c], fontsize=6)
+            if c == 0:
+                ax.set_ylabel(f"{view.network}\n{view.layer} {view.label}", fontsize=7)
+    v = views[0]
+    fig.suptitle(title or f"{v.layer} neuron {v.label}: top {len(v.rows)} images", fontsize=9)
+    return fig

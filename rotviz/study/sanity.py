@@ -1,0 +1,412 @@
+"""Sanity checks for saliency maps (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018).
+
+A map that barely changes when the model's weights are randomised is not explaining the
+model. Three comparisons, each per image and neuron set, with three similarities of the
+absolute maps: Spearman rank correlation, SSIM (scikit-image, maps scaled to [0, 1] by
+their maximum) and the intersection of their top 5 % pixels (shared pixels / pixels in a set):
+
+- model randomisation: the trained network vs its random twin (same seed, untrained);
+- cascading randomisation: the trained network's blocks re-initialised from the head down
+  (to the random twin's initial weights, BatchNorm statistics included), one more per step;
+- data randomisation: the same architecture trained on shuffled rotation labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from rotviz.attribution.maps import network_maps
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.config import TrainConfig
+from rotviz.errors import RotvizError
+from rotviz.nets.checkpoint import Checkpoint
+from rotviz.nets.models import RotationNet, random_twin
+from rotviz.runtime import RuntimeLike
+from rotviz.scores.metrics import Threshold, goodness
+from rotviz.scores.stats import bootstrap_interval, format_interval, wilcoxon_p
+
+TOP_FRACTION = 0.05
+MEASURES = ("spearman", "ssim", "top5")
+MEASURE_LABELS = {
+    "spearman": "Spearman rank correlation",
+    "ssim": "SSIM",
+    "top5": "top-5% pixel intersection",
+}
+
+
+# --------------------------------------------------------------------------- similarities
+
+
+def _map(a: object) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()  # type: ignore[union-attr]
+    m = np.abs(np.asarray(a, dtype=np.float64))
+    if m.ndim != 2:
+        raise RotvizError(f"a saliency map must be 2-D (H, W), got shape {m.shape}")
+    return m
+
+
+def _pair(a: object, b: object) -> tuple[np.ndarray, np.ndarray]:
+    ma, mb = _map(a), _map(b)
+    if ma.shape != mb.shape:
+        raise RotvizError(f"maps of different shapes cannot be compared: {ma.shape} vs {mb.shape}")
+    return ma, mb
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(v, method="average")
+
+
+def spearman_similarity(a: object, b: object) -> float:
+    """Spearman rank correlation of |a| and |b|, maps (H, W); NaN if either map is constant."""
+    ma, mb = _pair(a, b)
+    ra, rb = _ranks(ma.ravel()), _ranks(mb.ravel())
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb / den) if den > 0 else math.nan
+
+
+def _unit_scale(m: np.ndarray) -> np.ndarray:
+    top = m.max()
+    return m / top if top > 0 else m
+
+
+def ssim_similarity(a: object, b: object) -> float:
+    """SSIM (skimage.metrics.structural_similarity, 7x7 window) of |a| and |b| each divided by its max."""
+    from skimage.metrics import structural_similarity
+
+    ma, mb = _pair(a, b)
+    return float(structural_similarity(_unit_scale(ma), _unit_scale(mb), data_range=1.0))
+
+
+def top_pixels(m: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Flat indices of the ceil(fraction * H * W) largest pixels of |m| (ties: lower index first)."""
+    flat = _map(m).ravel()
+    k = max(1, math.ceil(fraction * flat.size))
+    return np.argsort(-flat, kind="stable")[:k]
+
+
+def top_intersection(a: object, b: object, fraction: float = TOP_FRACTION) -> float:
+    """Share of the top-fraction pixels of |a| that are also among the top-fraction pixels of |b|."""
+    ma, mb = _pair(a, b)
+    ta, tb = top_pixels(ma, fraction), top_pixels(mb, fraction)
+    return float(np.intersect1d(ta, tb, assume_unique=True).size / ta.size)
+
+
+def map_similarities(a: object, b: object, fraction: float = TOP_FRACTION) -> dict[str, float]:
+    """All three similarities of two maps (H, W): spearman, ssim, top5 (each 1 for identical maps)."""
+    return {
+        "spearman": spearman_similarity(a, b),
+        "ssim": ssim_similarity(a, b),
+        "top5": top_intersection(a, b, fraction),
+    }
+
+
+def similarity_rows(
+    maps_a: np.ndarray, maps_b: np.ndarray, image_ids: Sequence[object] | None = None
+) -> pd.DataFrame:
+    """One row per image: image, spearman, ssim, top5 for maps (N, H, W) vs maps (N, H, W)."""
+    if len(maps_a) != len(maps_b):
+        raise RotvizError(f"{len(maps_a)} maps against {len(maps_b)}: give one of each per image")
+    ids = list(range(len(maps_a))) if image_ids is None else list(image_ids)
+    rows = [
+        {"image": i, **map_similarities(a, b)} for i, a, b in zip(ids, maps_a, maps_b, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["image", *MEASURES])
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def block_names(model: RotationNet) -> list[str]:
+    """Names of model.blocks() for plots: "block 1".."block L-1", then "head"."""
+    n = len(model.blocks())
+    return [f"block {i + 1}" for i in range(n - 1)] + ["head"]
+
+
+def cascading_models(model: RotationNet, seed: int) -> Iterator[tuple[int, str, RotationNet]]:
+    """(n_randomised, last block randomised, model) for n = 0..L: the top n blocks re-initialised.
+
+    Step n re-initialises blocks()[-n:] (head first) to the random twin's initial weights
+    and buffers; n = L equals the random twin. The input model is left unchanged.
+    """
+    twin = random_twin(model, seed)
+    names = block_names(model)
+    current = copy.deepcopy(model).eval()
+    yield 0, "none", current
+    for n in range(1, len(names) + 1):
+        current = copy.deepcopy(current)
+        current.blocks()[-n].load_state_dict(twin.blocks()[-n].state_dict())
+        yield n, names[-n], current.eval()
+
+
+@dataclass
+class CascadeResult:
+    """Per step and image: similarity to the trained map (and Q when boxes are given)."""
+
+    rows: pd.DataFrame  # step, randomised, image, spearman, ssim, top5, q
+    maps: np.ndarray | None  # (L + 1, N, S, S) when kept
+
+
+def cascading_randomization(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    masks: np.ndarray | None = None,
+    threshold: Threshold | None = None,
+    image_ids: Sequence[object] | None = None,
+    keep_maps: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> CascadeResult:
+    """Cascading model-parameter randomisation on uint8 images (N, 3, S, S).
+
+    Rows: step (blocks randomised, 0..L), randomised (name of the last one), image, the
+    three similarities of the step's map to the trained map, and Q = goodness of the
+    thresholded map with masks (N, S, S) when masks and threshold are given (else NaN).
+    """
+    ids = list(range(len(images))) if image_ids is None else list(image_ids)
+    seed = checkpoint.train_config.seed
+    n_steps = len(checkpoint.model.blocks()) + 1
+    reference = None
+    frames, kept = [], []
+    for n, name, model in cascading_models(checkpoint.model, seed):
+        (maps,) = network_maps(model, images, sal, runtime)
+        if reference is None:
+            reference = maps
+        df = similarity_rows(reference, maps, ids)
+        df.insert(0, "randomised", name)
+        df.insert(0, "step", n)
+        if masks is not None and threshold is not None:
+            df["q"] = [
+                goodness(threshold.mask(m, b), b) if b.any() else math.nan
+                for m, b in zip(maps, masks, strict=True)
+            ]
+        else:
+            df["q"] = math.nan
+        frames.append(df)
+        if keep_maps:
+            kept.append(maps)
+        if progress:
+            progress(n + 1, n_steps)
+    rows = pd.concat(frames, ignore_index=True)
+    return CascadeResult(rows, np.stack(kept) if keep_maps else None)
+
+
+def cascade_summary(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Per step: mean similarity (and Q) with 95% bootstrap intervals over images (numeric columns)."""
+    out = []
+    for (step, name), part in rows.groupby(["step", "randomised"], sort=False):
+        rec: dict[str, object] = {"step": step, "randomised": name, "n": len(part)}
+        for col in (*MEASURES, "q"):
+            iv = bootstrap_interval(part[col], seed=seed)
+            rec[col], rec[f"{col}_low"], rec[f"{col}_high"] = iv.estimate, iv.low, iv.high
+        out.append(rec)
+    return pd.DataFrame(out).sort_values("step", ignore_index=True)
+
+
+def cascading_figure(rows: pd.DataFrame, image: object | None = None, title: str | None = None):
+    """Similarity to the trained map and Q against blocks randomised (matplotlib Figure).
+
+    image=None plots the mean over images with 95% bootstrap bands; otherwise that image's curves.
+    """
+    from rotviz.report.figures import _new_figure
+
+    fig = _new_figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    if image is None:
+        summary = cascade_summary(rows)
+        x = summary["step"].to_numpy()
+        labels = summary["randomised"].tolist()
+        for col in (*MEASURES, "q"):
+            if summary[col].isna().all():
+                continue
+            label = MEASURE_LABELS.get(col, "Q (goodness)")
+            ax.plot(x, summary[col], marker="o", label=label)
+            ax.fill_between(x, summary[f"{col}_low"], summary[f"{col}_high"], alpha=0.2)
+    else:
+        part = rows[rows["image"] == image].sort_values("step")
+        if part.empty:
+            raise RotvizError(f"image {image!r} is not in the cascading-randomisation rows")
+        x = part["step"].to_numpy()
+        labels = part["randomised"].tolist()
+        for col in (*MEASURES, "q"):
+            if part[col].isna().all():
+                continue
+            ax.plot(x, part[col], marker="o", label=MEASURE_LABELS.get(col, "Q (goodness)"))
+    ax.set_xticks(x, [f"{s}\n{n}" for s, n in zip(x, labels, strict=True)], fontsize=7)
+    ax.set_xlabel("blocks randomised (from the head down)")
+    ax.set_ylabel("similarity to the trained map / Q")
+    ax.set_ylim(-0.1, 1.05)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "Cascading randomisation")
+    return fig
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def compare_models(
+    model_a: RotationNet,
+    model_b: RotationNet,
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    image_ids: Sequence[object] | None = None,
+) -> pd.DataFrame:
+    """Per-image similarities of model_a's maps and model_b's maps on uint8 images (N, 3, S, S)."""
+    return similarity_rows(*network_maps((model_a, model_b), images, sal, runtime), image_ids)
+
+
+def model_randomization(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    image_ids: Sequence[object] | None = None,
+) -> pd.DataFrame:
+    """Per-image similarity of the trained map and its random twin's."""
+    return compare_models(
+        checkpoint.model, checkpoint.random_twin(), images, sal, runtime, image_ids
+    )
+
+
+def data_randomization(
+    checkpoint: Checkpoint,
+    shuffled: Checkpoint,
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    image_ids: Sequence[object] | None = None,
+) -> pd.DataFrame:
+    """Per-image similarity of the trained map and the map of the model trained on shuffled labels."""
+    if not shuffled.train_config.shuffle_labels:
+        raise RotvizError(
+            "data randomisation needs a checkpoint trained with shuffled labels "
+            "(train --shuffle-labels)"
+        )
+    return compare_models(checkpoint.model, shuffled.model, images, sal, runtime, image_ids)
+
+
+def shuffled_config(train_cfg: TrainConfig) -> TrainConfig:
+    """The same recipe with shuffled rotation labels (the data-randomisation baseline)."""
+    return replace(train_cfg, shuffle_labels=True)
+
+
+def similarity_table(
+    frames: dict[str, pd.DataFrame], seed: int = 0, digits: int = 2
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numbers) tables: per comparison and measure, mean [95% CI] over images.
+
+    frames maps a comparison name ("trained vs random twin", ...) to similarity rows. The
+    Wilcoxon p tests each similarity against 1 (identical maps) per image; a map that
+    explains the model should sit well below 1.
+    """
+    shown, numbers = {}, []
+    for name, df in frames.items():
+        row = {}
+        for col in MEASURES:
+            iv = bootstrap_interval(df[col], seed=seed)
+            row[MEASURE_LABELS[col]] = format_interval(iv, scale=1.0, digits=digits)
+            numbers.append(
+                {
+                    "comparison": name,
+                    "measure": col,
+                    "mean": iv.estimate,
+                    "low": iv.low,
+                    "high": iv.high,
+                    "n": iv.n,
+                    "p_vs_identical": wilcoxon_p(df[col], np.ones(len(df))),
+                }
+            )
+        row["images"] = str(len(df))
+        shown[name] = row
+    display = pd.DataFrame.from_dict(shown, orient="index")
+    display.index.name = "comparison"
+    return display, pd.DataFrame(numbers)
+
+
+@dataclass
+class SanityReport:
+    """Everything the sanity command writes: per-image rows, tables and the cascade."""
+
+    similarities: dict[str, pd.DataFrame]  # comparison -> per-image rows
+    table: pd.DataFrame  # display strings
+    numbers: pd.DataFrame  # numeric, for CSV
+    cascade: CascadeResult
+    cascade_table: pd.DataFrame
+
+
+def sanity_report(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    shuffled: Checkpoint | None = None,
+    masks: np.ndarray | None = None,
+    threshold: Threshold | None = None,
+    image_ids: Sequence[object] | None = None,
+    keep_maps: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    calibrated_twin: RotationNet | None = None,
+) -> SanityReport:
+    """Model, cascading and (with shuffled) data randomisation on uint8 images (N, 3, S, S).
+
+    The cascade ends in the random twin with initial BatchNorm statistics; calibrated_twin
+    (rotviz.training.pipeline.random_twin_of(..., "calibrated")) adds the comparison with the twin
+    whose statistics were recomputed on the training images.
+    """
+    cascade = cascading_randomization(
+        checkpoint, images, sal, runtime, masks, threshold, image_ids, keep_maps, progress
+    )
+    last = cascade.rows["step"].max()
+    # the fully randomised step is the random twin: reuse its rows (no second pass)
+    frames = {
+        "trained vs random twin (initial statistics)": cascade.rows[cascade.rows["step"] == last][
+            ["image", *MEASURES]
+        ].reset_index(drop=True)
+    }
+    if calibrated_twin is not None:
+        frames["trained vs random twin (calibrated statistics)"] = compare_models(
+            checkpoint.model, calibrated_twin, images, sal, runtime, image_ids
+        )
+    if shuffled is not None:
+        frames["trained vs shuffled-label model"] = data_randomization(
+            checkpoint, shuffled, images, sal, runtime, image_ids
+        )
+    table, numbers = similarity_table(frames)
+    return SanityReport(frames, table, numbers, cascade, cascade_summary(cascade.rows))
+
+
+def image_sanity(
+    checkpoint: Checkpoint,
+    image: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    box_mask: np.ndarray | None = None,
+    threshold: Threshold | None = None,
+    shuffled: Checkpoint | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For one uint8 image (3, S, S): (similarities per comparison, cascade rows) for the app.
+
+    The first frame has one row per comparison (trained vs random twin, and vs the
+    shuffled-label model when given) and the three similarities; the second is the
+    cascading-randomisation rows of this image (draw it with cascading_figure(rows, 0)).
+    """
+    images = np.asarray(image)[None]
+    masks = None if box_mask is None else np.asarray(box_mask, dtype=bool)[None]
+    report = sanity_report(checkpoint, images, sal, runtime, shuffled, masks, threshold)
+    sims = pd.concat(
+        {name: df[list(MEASURES)] for name, df in report.similarities.items()}, names=["comparison"]
+    ).droplevel(1)
+    return sims, report.cascade.rows

@@ -1,0 +1,1 @@
+"""The training loop, its run logs, and train-or-load orchestration."""
