@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -32,14 +28,6 @@ def real_images() -> np.ndarray:
         small = resize(img, (128, 128), anti_aliasing=True, preserve_range=True).astype(np.uint8)
         out.append(small.transpose(2, 0, 1))
     return np.stack(out)
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data, skipping the test when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not present (real data lives beside the repo, not in it)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from conftest import shared_path
 from PIL import Image
 
 from rotviz.config import DataConfig, TrainConfig
@@ -18,6 +17,7 @@ from rotviz.nets.checkpoint import Card, Checkpoint
 from rotviz.nets.models import build_model
 from rotviz.study import probe
 from rotviz.training.loop import train
+from tests.helpers import shared_path
 
 CPU = torch.device("cpu")
 

@@ -6,11 +6,11 @@ import hashlib
 
 import pytest
 import torch
-from conftest import SHARED_DATA
 
 from rotviz.data.splits import load_split
 from rotviz.nets.evaluate import rotation_accuracy
 from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
+from tests.helpers import SHARED_DATA
 
 EXPECTED = {
     ("demo", "six_layer"),
