@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rotviz.app.render import threshold_view  # noqa: E402
-from rotviz.attribution.saliency import AllNeurons, trained_and_random_maps  # noqa: E402
+from rotviz.attribution.aggregation import trained_and_random_maps  # noqa: E402
+from rotviz.attribution.targets import AllNeurons  # noqa: E402
 from rotviz.config import DataConfig  # noqa: E402
 from rotviz.data.rotation import normalize  # noqa: E402
 from rotviz.data.splits import load_split  # noqa: E402

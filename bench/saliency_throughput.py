@@ -22,12 +22,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rotviz.attribution.saliency import (  # noqa: E402
-    AllNeurons,
-    Indices,
-    rotation_aggregated_maps,
-    saliency_maps,
-)
+from rotviz.attribution.aggregation import rotation_aggregated_maps  # noqa: E402
+from rotviz.attribution.gradients import saliency_maps  # noqa: E402
+from rotviz.attribution.targets import AllNeurons, Indices  # noqa: E402
 from rotviz.data.rotation import normalize  # noqa: E402
 from rotviz.nets.models import STUDY_MODELS, build_model  # noqa: E402
 

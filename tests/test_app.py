@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rotviz.attribution.saliency import AllNeurons, trained_and_random_maps
+from rotviz.attribution.aggregation import trained_and_random_maps
+from rotviz.attribution.targets import AllNeurons
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError

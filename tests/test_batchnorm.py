@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from rotviz.attribution.saliency import saliency_maps
+from rotviz.attribution.gradients import saliency_maps
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize, rotation_batch
 from rotviz.data.splits import load_split

@@ -18,20 +18,17 @@ from captum.attr import (
 from skimage import data
 from torch import nn
 
-from rotviz.attribution.saliency import (
-    METHODS,
+from rotviz.attribution.aggregation import rotation_aggregated_maps, trained_and_random_maps
+from rotviz.attribution.gradients import saliency_maps
+from rotviz.attribution.methods import METHODS, attribute, method_warning
+from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.attribution.targets import (
     AllNeurons,
     Indices,
     Predicted,
-    SaliencyConfig,
     TopK,
     TrueRotation,
-    attribute,
-    method_warning,
     parse_neurons,
-    rotation_aggregated_maps,
-    saliency_maps,
-    trained_and_random_maps,
 )
 from rotviz.data.rotation import normalize, rotation_batch
 from rotviz.errors import RotvizError
@@ -743,3 +740,31 @@ def test_replicate_path_leaves_the_model_layout_as_it_was(six, x32):
     before = {k: v.is_contiguous() for k, v in six.state_dict().items()}
     saliency_maps(six, x32, "embedding", AllNeurons(), path="replicate")
     assert {k: v.is_contiguous() for k, v in six.state_dict().items()} == before
+
+
+def test_a_new_method_is_one_registry_entry(six, x64):
+    """Registering an adapter makes a method usable by attribute() and SaliencyConfig alike."""
+    from captum.attr import InputXGradient
+
+    from rotviz.attribution import methods
+
+    @methods.register("input_x_gradient")
+    def _input_x_gradient(module, model, options, size):
+        ixg = InputXGradient(module)
+        return lambda x, t: ixg.attribute(x, target=t)
+
+    try:
+        ours = SaliencyConfig(method="input_x_gradient", aggregate="none").maps(six, x64)
+        x = x64.clone().requires_grad_(True)
+        six.eval()
+        with torch.no_grad():
+            targets = six(x64).argsort(dim=1)
+        expected = torch.zeros(x64.shape[0], *x64.shape[-2:])
+        for j in range(targets.shape[1]):
+            a = InputXGradient(six).attribute(x, target=targets[:, j].tolist())
+            expected = torch.maximum(expected, a.detach().abs().amax(dim=1))
+        torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
+    finally:
+        del methods.METHODS["input_x_gradient"]
+    with pytest.raises(RotvizError, match="input_x_gradient"):
+        SaliencyConfig(method="input_x_gradient")

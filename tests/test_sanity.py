@@ -11,7 +11,8 @@ import scipy.stats
 import torch
 from scipy.ndimage import uniform_filter
 
-from rotviz.attribution.saliency import SaliencyConfig, saliency_maps
+from rotviz.attribution.gradients import saliency_maps
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError

@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from rotviz.app import cached, common, export, render
-from rotviz.attribution.saliency import METHODS, SaliencyConfig, method_warning
+from rotviz.attribution.methods import METHODS, method_warning
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.nets.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.report.figures import sweep_plotly, trained_vs_random_figure
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold, format_q, fraction_on

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from rotviz.attribution.maps import checkpoint_maps
-from rotviz.attribution.saliency import SaliencyConfig, method_warning
+from rotviz.attribution.methods import method_warning
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
