@@ -20,9 +20,10 @@ from rotviz.config import DataConfig
 from rotviz.nets.checkpoint import Card
 from rotviz.nets.evaluate import accuracy_comparison
 from rotviz.scores.metrics import Percentile
+from rotviz.scores.similarity import MEASURE_LABELS
 from rotviz.study.probe import chance_accuracy, probe_numbers, probe_run, task_data
-from rotviz.study.sanity import MEASURE_LABELS, shuffled_config
 from rotviz.study.sanity import image_sanity as sanity_of_image
+from rotviz.study.sanity import shuffled_config
 from rotviz.training.pipeline import find_checkpoint
 
 SANITY_PERCENTILE = 95.0  # Q along the cascade at a scale-free threshold

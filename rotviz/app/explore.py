@@ -17,9 +17,9 @@ from rotviz.nets.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.report.figures import sweep_plotly, trained_vs_random_figure
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold, format_q, fraction_on
 from rotviz.scores.published import study_lambda
+from rotviz.scores.similarity import spearman_similarity
 from rotviz.study.consistency import back_rotated_maps
 from rotviz.study.goodness import reach_note
-from rotviz.study.sanity import spearman_similarity
 
 METHOD_LABELS = {
     "saliency": "saliency |∂a/∂x| (the study)",

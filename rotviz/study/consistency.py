@@ -21,8 +21,8 @@ from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
 from rotviz.runtime import RuntimeLike
+from rotviz.scores.similarity import spearman_similarity, top_intersection
 from rotviz.scores.stats import Comparison, compare_paired
-from rotviz.study.sanity import spearman_similarity, top_intersection
 
 CONSISTENCY_MEASURES = ("spearman", "top5")
 Progress = Callable[[int, int], None]
