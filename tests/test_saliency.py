@@ -72,8 +72,8 @@ def captum_oracle(
 
     Written from the definitions, independently of rotviz.attribution.saliency: a copy of the model in
     eval mode with out-of-place ReLUs (Captum hooks them), the layer as x -> model(x) or
-    model.embed(x), SmoothGrad noise drawn from ``torch.manual_seed(seed)`` in neuron order
-    (as rotviz documents), Grad-CAM upsampled bilinearly to H x W then relu.
+    model.embed(x), SmoothGrad noise drawn from ``torch.manual_seed(seed)`` anew for each neuron
+    (rotviz draws it once per batch of images and shares it across neurons), Grad-CAM upsampled bilinearly to H x W then relu.
     """
     net = copy.deepcopy(model).eval()
     for m in net.modules():
@@ -103,8 +103,8 @@ def captum_oracle(
 
     ref = torch.zeros(x.shape[0], *size, dtype=x.dtype)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         for j in range(sel.shape[1]):
+            torch.manual_seed(seed)  # one noise draw shared by every neuron, as rotviz draws it
             ref = torch.maximum(ref, one_neuron(sel[:, j].tolist()).detach().abs().amax(dim=1))
     return ref
 
@@ -768,3 +768,62 @@ def test_a_new_method_is_one_registry_entry(six, x64):
         del methods.METHODS["input_x_gradient"]
     with pytest.raises(RotvizError, match="input_x_gradient"):
         SaliencyConfig(method="input_x_gradient")
+
+
+# ------------------------------------------------------------------ Grad-CAM over a whole set
+
+
+def gradcam_cases() -> list:
+    """Three models x two layers; the 1,280 embedding neurons of the timm/torchvision nets
+    against 1,280 Captum calls each are slow, a spread of 40 of them is not."""
+    spread = Indices(list(range(0, 1280, 32)))
+    cases = []
+    for arch in ("trained_six", "mobilenet", "effnet"):
+        cases.append(pytest.param(arch, "rotation", AllNeurons(), id=f"{arch}-rotation-all"))
+        if arch == "trained_six":
+            cases.append(pytest.param(arch, "embedding", AllNeurons(), id=f"{arch}-embedding-all"))
+            continue
+        cases.append(pytest.param(arch, "embedding", spread, id=f"{arch}-embedding-40"))
+        cases.append(
+            pytest.param(
+                arch, "embedding", AllNeurons(), id=f"{arch}-embedding-all", marks=pytest.mark.slow
+            )
+        )
+    return cases
+
+
+@pytest.mark.parametrize(("arch", "layer", "neurons"), gradcam_cases())
+def test_gradcam_of_a_neuron_set_equals_captum_looped_over_neurons(
+    arch, layer, neurons, request, x32
+):
+    from rotviz.attribution.gradcam import gradcam_maps
+
+    model = request.getfixturevalue(arch)
+    x = x32[: 1 if isinstance(neurons, AllNeurons) else 2].to(next(model.parameters()).dtype)
+    ref = captum_oracle(model, x, layer, neurons, "gradcam")
+    assert ref.max() > 0
+    for closed_form in (True, False):
+        ours = gradcam_maps(model, x, layer, neurons, closed_form=closed_form)
+        err = float((ours - ref).abs().max())
+        assert err <= 1e-5 * float(ref.max()), (closed_form, err, float(ref.max()))
+    # attribute() takes the same path
+    torch.testing.assert_close(attribute(model, x, layer, neurons, "gradcam"), ours)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet", "effnet"])
+@pytest.mark.parametrize("method", ["integrated_gradients", "smoothgrad", "guided_backprop"])
+def test_batched_methods_equal_captum_on_float32_networks(arch, method, request, x32):
+    """The fast paths over neurons and points on the torchvision and timm nets, float32."""
+    model = request.getfixturevalue(arch)
+    neurons, x = Indices([3, 700, 1279]), x32.float()
+    ours = attribute(model, x, "embedding", neurons, method, **METHOD_KW)
+    ref = captum_oracle(model, x, "embedding", neurons, method, **METHOD_KW)
+    err = float((ours - ref).abs().max())
+    assert err <= 1e-5 * float(ref.max()), (err, float(ref.max()))
+
+
+def test_the_captum_loop_is_still_offered_and_agrees(trained_six, x32):
+    for method in ("integrated_gradients", "smoothgrad", "guided_backprop", "gradcam"):
+        fast = attribute(trained_six, x32, "embedding", TopK(3), method, **METHOD_KW)
+        loop = attribute(trained_six, x32, "embedding", TopK(3), method, fast=False, **METHOD_KW)
+        assert_maps_equal(fast, loop, allow_zero=method == "gradcam")

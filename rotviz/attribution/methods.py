@@ -1,13 +1,15 @@
 """Attribution methods behind one registry: a new method is one entry.
 
 Every method answers the same question: maps (N, H, W) of a neuron set, |attribution|
-reduced over channels by max and the element-wise max over the set's neurons. "saliency" has
-a fast path (``rotviz.attribution.gradients``); the others are Captum's methods looped over
-the selected neurons: "integrated_gradients" (Sundararajan et al. 2017; zero baseline,
-``n_steps``), "smoothgrad" (Smilkov et al. 2017; NoiseTunnel over Saliency, ``nt_samples``,
-``stdevs``, noise drawn from ``seed``), "gradcam" (Selvaraju et al. 2017; LayerGradCam on
-``model.gradcam_layer``, bilinear to H x W, relu) and "guided_backprop" (Springenberg et al.
-2015; changes only nn.ReLU).
+reduced over channels by max and the element-wise max over the set's neurons. Each entry has
+Captum's method as a per-neuron adapter (the reference, and the path of a method without a
+fast one) and a fast path over the whole set at the method's cost bound:
+"saliency" (``gradients``), "integrated_gradients" (Sundararajan et al. 2017; zero baseline,
+``n_steps`` Gauss-Legendre points) and "smoothgrad" (Smilkov et al. 2017; ``nt_samples``
+noisy copies of std ``stdevs`` drawn from ``seed``) in ``sampled``, "gradcam" (Selvaraju et
+al. 2017; on ``model.gradcam_layer``, bilinear to H x W, relu) in ``gradcam``, and
+"guided_backprop" (Springenberg et al. 2015; changes only nn.ReLU) as one Captum call over a
+batch of image copies, one copy per neuron.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rotviz.attribution.gradcam import gradcam_maps
 from rotviz.attribution.gradients import (
+    REPLICATE_BATCH,
     explaining,
     image_batches,
     model_device,
     out_dtype,
     saliency_maps,
 )
+from rotviz.attribution.sampled import integrated_gradients_maps, smoothgrad_maps
 from rotviz.attribution.targets import (
     AllNeurons,
     NeuronSet,
@@ -43,37 +48,52 @@ Attribution = Callable[
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """The knobs of the Captum methods (each method reads the ones it needs)."""
+    """The knobs of the methods (each method reads the ones it needs)."""
 
     n_steps: int = 32
     nt_samples: int = 16
     stdevs: float = 0.15
     internal_batch_size: int | None = None
+    seed: int = 0
+    chunk_size: int | None = None  # neurons per pass of a fast path (None: about 64 copies)
+    batch_size: int | None = 16  # images per batch
+
+
+FastPath = Callable[[RotationNet, torch.Tensor, str, NeuronSet, MethodOptions], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Method:
-    """One attribution method: its Captum adapter and whether Captum needs non-inplace ReLUs."""
+    """One attribution method: its Captum adapter (per neuron), an optional fast path for a
+    whole neuron set ``fast(model, x, layer, neurons, options)``, and whether Captum needs
+    non-inplace ReLUs."""
 
     name: str
     build: Callable[[nn.Module, RotationNet, MethodOptions, tuple[int, int]], Attribution]
     hooks_relu: bool = False
+    fast: FastPath | None = None
+    noise_per_batch: bool = False  # reseed for each neuron: one draw shared by the whole set
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, hooks_relu: bool = False) -> Callable:
+def register(
+    name: str, hooks_relu: bool = False, fast: FastPath | None = None, noise_per_batch: bool = False
+) -> Callable:
     """Decorator: add an adapter ``build(module, model, options, size) -> attribution`` as a method."""
 
     def add(build: Callable) -> Callable:
-        METHODS[name] = Method(name, build, hooks_relu)
+        METHODS[name] = Method(name, build, hooks_relu, fast, noise_per_batch)
         return build
 
     return add
 
 
-@register("saliency")
+@register(
+    "saliency",
+    fast=lambda m, x, layer, ns, o: saliency_maps(m, x, layer, ns, o.chunk_size, o.batch_size),
+)
 def _saliency(module: nn.Module, model: RotationNet, o: MethodOptions, size: tuple[int, int]):
     from captum.attr import Saliency
 
@@ -81,7 +101,12 @@ def _saliency(module: nn.Module, model: RotationNet, o: MethodOptions, size: tup
     return lambda x, t: sal.attribute(x, target=t, abs=True)
 
 
-@register("integrated_gradients")
+@register(
+    "integrated_gradients",
+    fast=lambda m, x, layer, ns, o: integrated_gradients_maps(
+        m, x, layer, ns, o.n_steps, o.chunk_size, o.batch_size
+    ),
+)
 def _integrated_gradients(module, model, o: MethodOptions, size):
     from captum.attr import IntegratedGradients
 
@@ -95,7 +120,13 @@ def _integrated_gradients(module, model, o: MethodOptions, size):
     )
 
 
-@register("smoothgrad")
+@register(
+    "smoothgrad",
+    noise_per_batch=True,
+    fast=lambda m, x, layer, ns, o: smoothgrad_maps(
+        m, x, layer, ns, o.nt_samples, o.stdevs, o.seed, o.chunk_size, o.batch_size
+    ),
+)
 def _smoothgrad(module, model, o: MethodOptions, size):
     from captum.attr import NoiseTunnel, Saliency
 
@@ -105,7 +136,10 @@ def _smoothgrad(module, model, o: MethodOptions, size):
     )
 
 
-@register("gradcam")
+@register(
+    "gradcam",
+    fast=lambda m, x, layer, ns, o: gradcam_maps(m, x, layer, ns, o.chunk_size, o.batch_size),
+)
 def _gradcam(module, model: RotationNet, o: MethodOptions, size: tuple[int, int]):
     from captum.attr import LayerAttribution, LayerGradCam
 
@@ -118,7 +152,13 @@ def _gradcam(module, model: RotationNet, o: MethodOptions, size: tuple[int, int]
     return gradcam
 
 
-@register("guided_backprop", hooks_relu=True)
+@register(
+    "guided_backprop",
+    hooks_relu=True,
+    fast=lambda m, x, layer, ns, o: guided_backprop_maps(
+        m, x, layer, ns, o.chunk_size, o.batch_size
+    ),
+)
 def _guided_backprop(module, model, o: MethodOptions, size):
     from captum.attr import GuidedBackprop
 
@@ -200,25 +240,26 @@ def attribute(
     stdevs: float = 0.15,
     seed: int | None = 0,
     internal_batch_size: int | None = None,
+    fast: bool = True,
 ) -> torch.Tensor:
     """Maps of a neuron set by one method, x (N, 3, H, W) -> (N, H, W), non-negative.
 
-    Every method: |attribution| reduced over channels by max, element-wise max over the set's
-    neurons. "saliency" is the fast path (``saliency_maps``); "integrated_gradients" (zero
-    baseline, ``n_steps``), "smoothgrad" (NoiseTunnel over Saliency, ``nt_samples``, ``stdevs``,
-    noise drawn from ``seed``), "gradcam" (LayerGradCam on ``model.gradcam_layer``, bilinear to
-    H x W, relu) and "guided_backprop" are Captum's, looped over the selected neurons.
+    The method's fast path over the whole set; fast=False loops Captum over the neurons
+    (the reference the fast paths are tested against; SmoothGrad's noise is the same on both:
+    drawn from ``seed + index of the batch's first image``, shared by the set's neurons).
     """
     neurons = AllNeurons() if neurons is None else neurons
     chosen = method_named(method)
-    if method == "saliency":
-        return saliency_maps(model, x, layer, neurons, chunk_size=chunk_size, batch_size=batch_size)
+    options = MethodOptions(
+        n_steps, nt_samples, stdevs, internal_batch_size, seed or 0, chunk_size, batch_size
+    )
+    if fast and chosen.fast is not None:
+        return chosen.fast(model, x, layer, neurons, options)
     check_request(layer, neurons, x)
     if isinstance(neurons, TrueRotation) and neurons.labels is None:
         neurons = neurons.for_rotation(0, model.rotations)
     device = model_device(model, x)
     forward = layer_forward(model, layer)
-    options = MethodOptions(n_steps, nt_samples, stdevs, internal_batch_size)
     attr = chosen.build(_LayerModule(model, layer), model, options, tuple(x.shape[-2:]))
     out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
@@ -232,7 +273,47 @@ def attribute(
                 sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
             running = torch.zeros(xb.shape[0], *x.shape[-2:], dtype=xb.dtype, device=device)
             for j in range(sel.shape[1]):
+                if seed is not None and chosen.noise_per_batch:
+                    torch.manual_seed(seed + rows.start)
                 a = attr(xb, sel[:, j].tolist())
                 running = torch.maximum(running, a.detach().abs().amax(dim=1))
+            out[rows] = running.to(out.device, out.dtype)
+    return out
+
+
+def guided_backprop_maps(
+    model: RotationNet,
+    x: torch.Tensor,
+    layer: str = "rotation",
+    neurons: NeuronSet | None = None,
+    chunk_size: int | None = None,
+    batch_size: int | None = 16,
+) -> torch.Tensor:
+    """Guided backprop of a neuron set, x (N, 3, H, W) -> (N, H, W): Captum's GuidedBackprop
+    called once per chunk on image copies, copy j of image i targeting neuron j of its set."""
+    from captum.attr import GuidedBackprop
+
+    neurons = AllNeurons() if neurons is None else neurons
+    check_request(layer, neurons, x)
+    if isinstance(neurons, TrueRotation) and neurons.labels is None:
+        neurons = neurons.for_rotation(0, model.rotations)
+    device = model_device(model, x)
+    forward = layer_forward(model, layer)
+    gbp = GuidedBackprop(_LayerModule(model, layer))
+    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
+    with explaining(model), _no_inplace_relu(model):
+        for rows in image_batches(x.shape[0], batch_size):
+            xb = x[rows].detach().to(device)
+            with torch.no_grad():
+                sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
+            n, s = sel.shape
+            step = max(1, chunk_size or REPLICATE_BATCH // max(1, n))
+            running = torch.zeros(n, *x.shape[-2:], dtype=xb.dtype, device=device)
+            for start in range(0, s, step):
+                cols = sel[:, start : start + step]
+                copies = xb.repeat_interleave(cols.shape[1], dim=0)
+                a = gbp.attribute(copies, target=cols.reshape(-1).tolist()).detach()
+                maps = a.abs().amax(dim=1).view(n, cols.shape[1], *x.shape[-2:])
+                running = torch.maximum(running, maps.amax(dim=1))
             out[rows] = running.to(out.device, out.dtype)
     return out

@@ -1,0 +1,164 @@
+"""Integrated gradients and SmoothGrad for a whole neuron set, batched over points and neurons.
+
+Both average input gradients over points around an image: integrated gradients (Sundararajan
+et al., ICML 2017) over the path from a zero baseline, alpha_k x with Gauss-Legendre nodes and
+weights (Captum's default), times x; SmoothGrad (Smilkov et al. 2017) over noisy copies
+x + N(0, stdevs^2), |gradient| averaged. Every (image, neuron, point) gradient is one copy of
+the image in a batch of about ``REPLICATE_BATCH`` copies, each copy backpropagating its own
+neuron (exact in eval mode, where samples do not interact): neurons x points forward and
+backward passes, the method's cost bound, in batches that keep the CPU busy.
+
+SmoothGrad's noise is drawn once per batch of images (``torch.manual_seed(seed + first
+image index)``, Captum's layout: ``torch.normal`` of shape (images x samples, C, H, W)) and
+shared by every neuron, so a neuron's map does not depend on which neurons were asked with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from rotviz.attribution.gradients import (
+    REPLICATE_BATCH,
+    channels_last,
+    explaining,
+    image_batches,
+    model_device,
+    out_dtype,
+)
+from rotviz.attribution.targets import (
+    AllNeurons,
+    NeuronSet,
+    TrueRotation,
+    check_request,
+    layer_forward,
+)
+from rotviz.nets.models import RotationNet
+
+
+def gauss_legendre(n_steps: int) -> tuple[list[float], list[float]]:
+    """Nodes alpha in (0, 1) and weights summing to 1, as Captum's "gausslegendre" method."""
+    nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+    return (0.5 * (nodes + 1)).tolist(), (0.5 * weights).tolist()
+
+
+def integrated_gradients_maps(
+    model: RotationNet,
+    x: torch.Tensor,
+    layer: str = "rotation",
+    neurons: NeuronSet | None = None,
+    n_steps: int = 32,
+    chunk_size: int | None = None,
+    batch_size: int | None = 16,
+) -> torch.Tensor:
+    """Integrated gradients (zero baseline) of a neuron set, x (N, 3, H, W) -> (N, H, W)."""
+    alphas, weights = gauss_legendre(n_steps)
+
+    def points(xb: torch.Tensor, first: int) -> torch.Tensor:
+        return torch.stack([alpha * xb for alpha in alphas])
+
+    def attribution(total: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        return total * xb[:, None]
+
+    step = torch.tensor(weights).float()  # Captum scales by float32 step sizes
+    return _maps(model, x, layer, neurons, points, step, False, attribution, chunk_size, batch_size)
+
+
+def smoothgrad_maps(
+    model: RotationNet,
+    x: torch.Tensor,
+    layer: str = "rotation",
+    neurons: NeuronSet | None = None,
+    nt_samples: int = 16,
+    stdevs: float = 0.15,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    batch_size: int | None = 16,
+) -> torch.Tensor:
+    """SmoothGrad (mean |gradient| over noisy copies) of a neuron set, x (N, 3, H, W) -> (N, H, W)."""
+
+    def points(xb: torch.Tensor, first: int) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[xb.device] if xb.device.type == "cuda" else []):
+            torch.manual_seed(seed + first)
+            size = (xb.shape[0] * nt_samples, *xb.shape[1:])
+            noise = torch.normal(0, torch.tensor(stdevs, device=xb.device).repeat(size))
+        noisy = xb.repeat_interleave(nt_samples, dim=0) + noise  # image-major, as Captum
+        return noisy.view(xb.shape[0], nt_samples, *xb.shape[1:]).transpose(0, 1)
+
+    weight = torch.full((nt_samples,), 1.0 / nt_samples, dtype=torch.float64)
+    return _maps(
+        model, x, layer, neurons, points, weight, True, lambda t, _: t, chunk_size, batch_size
+    )
+
+
+Points = Callable[[torch.Tensor, int], torch.Tensor]  # images (n, ...), first index -> (K, n, ...)
+
+
+def _maps(
+    model: RotationNet,
+    x: torch.Tensor,
+    layer: str,
+    neurons: NeuronSet | None,
+    points: Points,
+    weights: torch.Tensor,
+    absolute: bool,
+    attribution: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    chunk_size: int | None,
+    batch_size: int | None,
+) -> torch.Tensor:
+    neurons = AllNeurons() if neurons is None else neurons
+    check_request(layer, neurons, x)
+    if isinstance(neurons, TrueRotation) and neurons.labels is None:
+        neurons = neurons.for_rotation(0, model.rotations)
+    device = model_device(model, x)
+    forward = layer_forward(model, layer)
+    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
+    with explaining(model), channels_last(model):
+        for rows in image_batches(x.shape[0], batch_size):
+            xb = x[rows].detach().to(device)
+            with torch.no_grad():
+                sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
+            pts = points(xb, rows.start)  # (K, n, C, H, W)
+            n, s = sel.shape
+            step = max(1, chunk_size or REPLICATE_BATCH // max(1, n))
+            running = torch.zeros(n, *x.shape[-2:], dtype=xb.dtype, device=device)
+            for start in range(0, s, step):
+                cols = sel[:, start : start + step]
+                total = weighted_gradients(forward, pts, cols, weights, absolute)
+                maps = attribution(total, xb).abs().amax(dim=2)  # (n, c, H, W)
+                running = torch.maximum(running, maps.amax(dim=1))
+            out[rows] = running.to(out.device, out.dtype)
+    return out
+
+
+def weighted_gradients(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    points: torch.Tensor,
+    cols: torch.Tensor,
+    weights: torch.Tensor,
+    absolute: bool,
+    copies: int = REPLICATE_BATCH,
+) -> torch.Tensor:
+    """sum_k w_k g_k for every image i and neuron cols[i, j], g_k the input gradient of that
+    neuron at points[k, i] (|g_k| when absolute); points (K, n, C, H, W), cols (n, c) ->
+    (n, c, C, H, W). Each pass holds about ``copies`` image copies."""
+    n_points, n = points.shape[:2]
+    c = cols.shape[1]
+    targets = cols.reshape(-1)  # image-major: copy (i, j)
+    total = torch.zeros(n, c, *points.shape[2:], dtype=points.dtype, device=points.device)
+    group = max(1, copies // (n * c))
+    for k0 in range(0, n_points, group):
+        ks = range(k0, min(n_points, k0 + group))
+        batch = torch.cat([points[k].repeat_interleave(c, dim=0) for k in ks])
+        batch = batch.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        acts = forward(batch)
+        picked = acts[torch.arange(batch.shape[0], device=acts.device), targets.repeat(len(ks))]
+        (grads,) = torch.autograd.grad(picked.sum(), batch)
+        grads = grads.view(len(ks), n, c, *points.shape[2:])
+        if absolute:
+            grads = grads.abs()
+        w = weights[k0 : k0 + len(ks)].to(grads.device, grads.dtype)
+        total += (w.view(-1, 1, 1, 1, 1, 1) * grads).sum(dim=0)
+    return total
