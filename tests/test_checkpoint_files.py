@@ -9,15 +9,18 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from safetensors.torch import save as save_safetensors
 
 from rotviz.cli.main import build_parser, main
+from rotviz.config import DataConfig, TrainConfig
 from rotviz.nets import store as store_module
 from rotviz.nets.models import build_model
 from rotviz.nets.store import (
@@ -25,13 +28,21 @@ from rotviz.nets.store import (
     CheckpointStore,
     UnreadableCheckpoint,
     card_digest,
+    checkpoint_key,
     load_checkpoint,
+    new_card,
     read_checkpoint_file,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = "demo-six_layer-e15-7b67db4588efa351"
 LFW = "lfw-six_layer-e4-93de6706cad954f1"
+
+
+def card_for() -> tuple[str, dict]:
+    data, train = DataConfig("folder", root="/somewhere"), TrainConfig(epochs=1)
+    key = checkpoint_key(data, train, "fp")
+    return key, new_card(data, train, key, "fp")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -171,22 +182,39 @@ def test_an_intact_file_loads_from_any_folder_and_stays_as_it_was(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_a_damaged_file_inside_the_store_is_reported_by_path_and_set_aside_by_name(tmp_path):
+@pytest.mark.parametrize("how", ["truncated weights", "missing card"])
+def test_a_damaged_file_inside_the_store_is_reported_by_path_and_set_aside_by_name(tmp_path, how):
     store = CheckpointStore(tmp_path / "store")
     store.root.mkdir()
-    given, _ = damage(store.root, "truncated weights")
-    name = "net"
+    given, words = damage(store.root, how)
     before = {k: v for k, v in snapshot(store.root).items() if not k.endswith(".lock")}
-    with pytest.raises(UnreadableCheckpoint, match="truncated"):
+    with pytest.raises(UnreadableCheckpoint, match=re.escape(f"checkpoint {given}: {words}")):
         load_checkpoint(given, store)
     after = {k: v for k, v in snapshot(store.root).items() if not k.endswith(".lock")}
     assert after == before  # by path: read again once no writer holds it, never set aside
-    with pytest.warns(UserWarning, match="corrupt.*truncated.*retrained"):
-        assert store.load(name) is None  # by name: the store's own behaviour, kept
-    assert sorted(p.name for p in store.root.glob("*.corrupt")) == [
-        "net.json.corrupt",
-        "net.safetensors.corrupt",
-    ]
+    with pytest.warns(UserWarning, match=f"corrupt.*{words}.*retrained"):
+        assert store.load("net") is None  # by name: the store's own behaviour, kept
+    assert sorted(p.name for p in store.root.glob("*.corrupt")) == sorted(
+        f"{name}.corrupt" for name in before
+    )
+
+
+def test_a_path_inside_the_store_waits_for_a_writer_between_its_two_renames(tmp_path):
+    store = CheckpointStore(tmp_path)
+    _, card = card_for()
+    weights = store.write(card["name"], build_model("six_layer", 4, 0), card)
+    card_path = weights.with_suffix(".json")
+    card_text = card_path.read_text()
+    got: list = []
+    with store.pair_lock(card["name"]):  # a writer has renamed the weights, not yet the card
+        card_path.unlink()
+        reader = threading.Thread(target=lambda: got.append(load_checkpoint(weights, store)))
+        reader.start()
+        reader.join(timeout=1.0)
+        assert reader.is_alive()  # it waits for the writer instead of deciding
+        card_path.write_text(card_text)
+    reader.join()
+    assert got[0].card.key == card["key"] and not list(tmp_path.glob("*.corrupt"))
 
 
 def test_a_damaged_shipped_network_is_not_used_and_not_touched(tmp_path, monkeypatch):

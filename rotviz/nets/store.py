@@ -127,7 +127,7 @@ def default_store() -> CheckpointStore:
 
 
 class _Mismatch(Exception):
-    """A weights/card pair that cannot be read as one checkpoint (yet, or at all): why, and which file."""
+    """A pair that cannot be read as one checkpoint (yet, or at all); path: the file at fault."""
 
     def __init__(self, reason: str, path: Path):
         super().__init__(reason)
@@ -225,10 +225,11 @@ def read_pair(weights_path: Path, card_path: Path) -> tuple[RotationNet, dict, d
         model = build_model(cfg.model, cfg.rotations, cfg.seed)
         model.load_state_dict(weights)
     except (RuntimeError, ValueError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = next((line for line in lines if not line.startswith("Error(s) in loading")), "")
         raise _Mismatch(
             f"the weights do not fit the network the card describes ({cfg.model}, "
-            f"{len(cfg.rotations)} rotations): {first}",
+            f"{len(cfg.rotations)} rotations): {first[:200] or type(err).__name__}",
             weights_path,
         ) from err
     optimizer_state = (
@@ -458,19 +459,14 @@ class CheckpointStore:
         """A finished checkpoint of this store's folder given by path (weights or card). Read
         only: a pair that does not match is read again once no writer holds it, then reported
         (UnreadableCheckpoint), never set aside."""
-        weights_path, card_path = checkpoint_files(path)
-        name = card_path.name.removesuffix(".json")
-        if self.read_only:
-            return read_checkpoint_file(card_path)
+        _, card_path = checkpoint_files(path)
         try:
-            got = read_pair(weights_path, card_path)
-        except _Mismatch:
-            with self.pair_lock(name):
-                return read_checkpoint_file(card_path)
-        if got is None:
-            raise UnreadableCheckpoint(f"checkpoint {path}: no such file")
-        model, card, _ = got
-        return Checkpoint(model, Card(card, card_path), weights_path)
+            return read_checkpoint_file(path)
+        except UnreadableCheckpoint:
+            if self.read_only:
+                raise
+        with self.pair_lock(card_path.name.removesuffix(".json")):  # maybe a write in progress
+            return read_checkpoint_file(path)
 
     def resume_state(self, name: str) -> tuple[RotationNet, TrainState, dict] | None:
         """Model, TrainState and card of an interrupted run, or None."""
