@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import socket
 import tarfile
 import urllib.request
@@ -17,6 +18,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from rotviz.cli.main import main
+from rotviz.data import download
 from rotviz.data.datasets import load_coco
 from rotviz.data.download import (
     CITYSCAPES_INSTRUCTIONS,
@@ -319,3 +322,76 @@ def test_coco_missing_image_reported_and_retried(tmp_path: Path, coco_server) ->
     n = len(coco_server.hits)
     _coco_download(tmp_path / "coco", coco_server)
     assert coco_server.paths()[n:] == ["/val2017/000000000004.jpg"]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+OFFICIAL_HOSTS = ("http://vis-www.cs.umass.edu", "http://images.cocodataset.org")
+
+
+@pytest.fixture
+def official_urls_served_locally(http_server, monkeypatch):  # noqa: F811
+    """The command keeps its official URLs; each request to them is answered by the fixture
+    server at the same path (any other URL fails the test)."""
+    real_open = download._open
+
+    def local_open(url: str, start: int):
+        host = next((h for h in OFFICIAL_HOSTS if url.startswith(h + "/")), None)
+        assert host, f"the command asked for {url}"
+        return real_open(http_server.url + url[len(host) :], start)
+
+    monkeypatch.setattr(download, "_open", local_open)
+    return http_server
+
+
+def test_download_coco_command_fetches_the_chosen_images_and_says_how_to_use_them(
+    tmp_path: Path, coco_server, official_urls_served_locally, capsys
+) -> None:
+    dest = tmp_path / "data"
+    assert main(["download", "coco", "--dest", str(dest), "--categories", "cat,dog"]) == 0
+    printed = capsys.readouterr().out.strip()
+    m = re.fullmatch(
+        r"COCO ready: use --dataset coco --root (\S+) --ann (\S+) --categories cat,dog", printed
+    )
+    assert m, printed
+    root, ann = Path(m.group(1)), Path(m.group(2))
+    assert root == dest / "images" and ann.parent == dest
+    assert sorted(p.name for p in root.iterdir()) == [
+        "000000000001.jpg",
+        "000000000003.jpg",
+        "000000000004.jpg",
+    ]
+    assert "/annotations/" + COCO_ANNOTATIONS_ARCHIVE in coco_server.paths()
+    assert "/train2017/000000000002.jpg" not in coco_server.paths()  # a person only
+    ds = load_coco(root, ann, categories=("cat", "dog"))  # the options printed work
+    assert [(r.image_id, r.split) for r in ds.records] == [(1, "train"), (3, "train"), (4, "test")]
+
+
+def test_download_lfw_command_checks_the_official_checksum(
+    tmp_path: Path, lfw_archive, official_urls_served_locally, capsys
+) -> None:
+    served = official_urls_served_locally
+    (served.root / "lfw").mkdir()
+    (served.root / "lfw" / "lfw.tgz").write_bytes(lfw_archive[0])  # not the official archive
+    dest = tmp_path / "data"
+    assert main(["download", "lfw", "--dest", str(dest)]) == 2
+    out, err = capsys.readouterr()
+    assert served.paths() == ["/lfw/lfw.tgz"]
+    message = err.rsplit("\r", 1)[-1]  # after the progress bar
+    assert message.startswith(
+        "error: checksum mismatch for lfw.tgz from http://vis-www.cs.umass.edu/"
+    )
+    assert f"expected {LFW_MD5}" in message and message.count("\n") == 1
+    assert "Traceback" not in err and not out
+    assert sorted(p.name for p in dest.iterdir()) == []  # the bad file is gone, nothing extracted
+
+    (dest / "lfw" / "Ann_Smith").mkdir(parents=True)  # already there: nothing is fetched
+    assert main(["download", "lfw", "--dest", str(dest)]) == 0
+    assert capsys.readouterr().out.strip() == f"LFW ready: use --dataset lfw --root {dest / 'lfw'}"
+    assert served.paths() == ["/lfw/lfw.tgz"]
+
+
+def test_download_cityscapes_command_prints_how_to_get_it(capsys) -> None:
+    assert main(["download", "cityscapes"]) == 0
+    assert capsys.readouterr().out.strip() == CITYSCAPES_INSTRUCTIONS.strip()

@@ -622,10 +622,14 @@ def test_maps_do_not_depend_on_the_batch(x64):
     assert_maps_equal(both[:1], alone)
 
 
-def test_no_grad_caller_still_gets_maps(six, x64):
+@pytest.mark.parametrize(("layer", "neurons"), [("rotation", Predicted()), ("embedding", TopK(3))])
+def test_no_grad_caller_still_gets_maps(six, x64, layer, neurons):
+    outside = saliency_maps(six, x64, layer, neurons)
     with torch.no_grad():
-        maps = saliency_maps(six, x64, "rotation", Predicted())
-    assert maps.max() > 0
+        inside = saliency_maps(six, x64, layer, neurons)
+        assert not torch.is_grad_enabled()  # the caller's mode is given back
+    assert outside.max() > 0
+    torch.testing.assert_close(inside, outside, rtol=1e-6, atol=1e-6 * float(outside.max()))
 
 
 # ------------------------------------------------------------------ other methods

@@ -1,15 +1,19 @@
-"""The checkpoints shipped in checkpoints/: they load, their cards match their weights, and their
-accuracy on their own test split matches the card."""
+"""The checkpoints shipped in checkpoints/: they load, their cards match their weights, their
+accuracy on their own test split matches the card, and on the embedded demo images (always here)
+each one predicts as it did when it shipped."""
 
 import dataclasses
 import hashlib
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from rotviz.config import DataConfig
 from rotviz.data.splits import load_split
-from rotviz.nets.evaluate import rotation_accuracy
-from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
+from rotviz.nets.evaluate import rotation_accuracy, rotation_logits
+from rotviz.nets.models import build_model
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore, load_checkpoint
 from tests.helpers import SHARED_DATA
 
 EXPECTED = {
@@ -76,3 +80,53 @@ def test_lfw_checkpoint_accuracy_matches_its_card(card):
     if not lfw.exists():
         pytest.skip("../shared/data/lfw not present")
     check_accuracy(card, root=str(lfw))
+
+
+DEMO_IMAGES = 8  # the first test images of the embedded demo set, each at the four rotations
+# Right answers of each shipped network on those 32 samples, measured when it shipped: the LFW
+# networks are applied to photographs unlike their faces, so only the demo one is far above 8.
+RIGHT_ON_DEMO = {
+    "demo-six_layer-e15-7b67db4588efa351": 30,
+    "lfw-six_layer-e4-93de6706cad954f1": 9,
+    "lfw-mobilenet_v2-e2-0c1cfa2358db1c35": 9,
+    "lfw-efficientnet_b0-e2-d3290b2331f9e35f": 2,
+}
+
+
+def test_every_shipped_network_has_its_demo_figure():
+    assert set(RIGHT_ON_DEMO) == {c.name for c in shipped_cards()}
+
+
+@pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c.name)
+def test_shipped_network_on_the_embedded_images(card):
+    ckpt = load_checkpoint(card.name)
+    # float16 on disk, as the card says; float32 in memory, holding exactly those values
+    stored = load_file(ckpt.path)
+    assert card.weights_dtype == "float16"
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    state = ckpt.model.state_dict()
+    assert state.keys() == stored.keys()
+    for k, v in stored.items():
+        want = v.float() if v.is_floating_point() else v
+        assert state[k].dtype == want.dtype and torch.equal(state[k], want), k
+
+    trained_on = ckpt.data_config
+    data = dataclasses.replace(
+        DataConfig("demo"), image_size=trained_on.image_size, resize=trained_on.resize
+    )
+    _, test = load_split(data, "test")
+    images, rotations = test.images[:DEMO_IMAGES], ckpt.train_config.rotations
+    logits, labels = rotation_logits(ckpt.model, images, rotations, "cpu")
+    assert logits.shape == (len(images) * len(rotations), len(rotations))
+    assert torch.isfinite(logits).all()
+    again, _ = rotation_logits(ckpt.model, images, rotations, "cpu")
+    assert torch.equal(again, logits)  # deterministic
+    alone, _ = rotation_logits(ckpt.model, images[:2], rotations, "cpu", batch_size=1)
+    n = len(alone)  # eval mode: an image's prediction does not depend on its batch
+    torch.testing.assert_close(alone, logits[:n], rtol=1e-4, atol=1e-4)
+    predicted = logits.argmax(1)
+    assert abs(int((predicted == labels).sum()) - RIGHT_ON_DEMO[card.name]) <= 1
+    assert predicted.unique().numel() > 1  # the trained network tells the samples apart ...
+    twin = build_model(card.model, rotations, ckpt.train_config.seed).eval()
+    twin_logits, _ = rotation_logits(twin, images, rotations, "cpu")
+    assert twin_logits.argmax(1).unique().numel() == 1  # ... its random twin does not (25 %)

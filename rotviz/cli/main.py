@@ -656,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user-facing errors are printed without a traceback (exit 2)."""
+    """Entry point; user-facing errors are printed without a traceback (exit 2 or their exit_code)."""
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"[rotviz] warning: {msg}\n"
     try:
@@ -664,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except RotvizError as err:
         print(f"{distributed.rank_prefix()}error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print(
             "\ninterrupted; finished epochs are saved, rerun the same command to resume",

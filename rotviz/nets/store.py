@@ -14,6 +14,11 @@ cards lack it). Readers take no lock: a pair that does not match may be a write 
 (new weights beside the old card, or weights whose card is not renamed in yet), so it is
 read again under ``N.pair.lock`` and set aside as corrupt only if it still does not match.
 Nothing is ever unpickled.
+
+The shipped folder is only read: a damaged shipped network is reported and not used, never
+renamed. A checkpoint given by path (``load_checkpoint("DIR/net.safetensors")``) is the
+user's file: it is read and nothing else, wherever it lies; one that cannot be read raises
+``UnreadableCheckpoint`` naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -122,7 +127,148 @@ def default_store() -> CheckpointStore:
 
 
 class _Mismatch(Exception):
-    """A weights/card pair that cannot be read as one checkpoint (yet, or at all)."""
+    """A pair that cannot be read as one checkpoint (yet, or at all); path: the file at fault."""
+
+    def __init__(self, reason: str, path: Path):
+        super().__init__(reason)
+        self.path = path
+
+
+class UnreadableCheckpoint(RotvizError):
+    """A checkpoint file given by path that cannot be read; the message names the file and the fault."""
+
+    exit_code = 1
+
+
+def safetensors_problem(blob: bytes) -> str | None:
+    """Why blob is not a whole safetensors file (empty, truncated, another format), or None."""
+    if not blob:
+        return "empty file"
+    if len(blob) < 9 or blob[8:9] != b"{":
+        if blob[:4] == b"PK\x03\x04":
+            return "not a safetensors file (a zip archive, as torch.save writes; rotviz never unpickles)"
+        if blob[:1] == b"\x80":
+            return "not a safetensors file (a pickle; rotviz never unpickles)"
+        if len(blob) < 9:
+            return f"truncated or not a safetensors file (only {len(blob)} bytes)"
+        return "not a safetensors file (no safetensors header at its start)"
+    header_len = int.from_bytes(blob[:8], "little")
+    if 8 + header_len > len(blob):
+        return f"truncated ({len(blob)} bytes, shorter than its own header)"
+    try:
+        header = json.loads(blob[8 : 8 + header_len])
+        end = max(
+            (int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "not a safetensors file (its header is not a safetensors header)"
+    if len(blob) < 8 + header_len + end:
+        return f"truncated ({len(blob)} of {8 + header_len + end} bytes)"
+    return None
+
+
+def read_pair(weights_path: Path, card_path: Path) -> tuple[RotationNet, dict, dict | None] | None:
+    """(model, card, optimizer_state) of one weights/card pair, None if neither file exists, or
+    _Mismatch saying which file is at fault and why. Takes no lock and writes nothing."""
+    try:
+        card_text = card_path.read_text()
+    except FileNotFoundError:
+        if weights_path.exists():
+            raise _Mismatch(
+                f"no card {card_path.name} beside it (a checkpoint is the .safetensors weights "
+                "and the .json card written with them)",
+                weights_path,
+            ) from None
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise _Mismatch(f"the card cannot be read ({err})", card_path) from err
+    try:
+        card = json.loads(card_text)
+    except ValueError as err:
+        raise _Mismatch(f"the card is not JSON ({err})", card_path) from err
+    try:
+        check_card(card)
+    except ValueError as err:
+        raise _Mismatch(str(err), card_path) from err
+    try:
+        blob = weights_path.read_bytes()
+    except FileNotFoundError:
+        raise _Mismatch(f"no weights {weights_path.name} beside the card", card_path) from None
+    except OSError as err:
+        raise _Mismatch(f"the weights cannot be read ({err})", weights_path) from err
+    if hashlib.sha256(blob).hexdigest() != card.get("weights_sha256"):
+        problem = safetensors_problem(blob)
+        raise _Mismatch(
+            problem or f"the weights do not match the SHA-256 in the card {card_path.name}",
+            weights_path,
+        )
+    try:
+        tensors = load_safetensors(blob)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        problem = safetensors_problem(blob) or f"not a readable safetensors file ({err})"
+        raise _Mismatch(problem, weights_path) from err
+    try:
+        cfg = train_config_from_dict(card["train_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise _Mismatch(
+            f"the card has no valid train_config ({err!r}): not a rotviz checkpoint card",
+            card_path,
+        ) from err
+    opt_tensors = {k: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
+    weights = {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in tensors.items()
+        if k not in opt_tensors
+    }
+    try:
+        model = build_model(cfg.model, cfg.rotations, cfg.seed)
+        model.load_state_dict(weights)
+    except (RuntimeError, ValueError, TypeError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = next((line for line in lines if not line.startswith("Error(s) in loading")), "")
+        raise _Mismatch(
+            f"the weights do not fit the network the card describes ({cfg.model}, "
+            f"{len(cfg.rotations)} rotations): {first[:200] or type(err).__name__}",
+            weights_path,
+        ) from err
+    optimizer_state = (
+        optimizer_from_tensors(opt_tensors, card["optimizer"]) if "optimizer" in card else None
+    )
+    return model.eval(), card, optimizer_state
+
+
+def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
+    """The weights and card paths of a checkpoint given by either file; UnreadableCheckpoint
+    when path is missing, a folder or neither a .safetensors nor a .json file."""
+    path = Path(path)
+    if not path.exists():
+        raise UnreadableCheckpoint(f"checkpoint {path}: no such file")
+    if path.is_dir():
+        raise UnreadableCheckpoint(
+            f"checkpoint {path}: a folder, not a checkpoint (give its .safetensors weights or "
+            ".json card)"
+        )
+    if path.suffix not in (".safetensors", ".json"):
+        raise UnreadableCheckpoint(
+            f"checkpoint {path}: not a checkpoint file (give its .safetensors weights or .json card)"
+        )
+    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+
+
+def read_checkpoint_file(path: str | Path) -> Checkpoint:
+    """The finished checkpoint whose weights or card is at path, wherever it lies. Reads only:
+    nothing in its folder is renamed, locked or written; a pair that cannot be read raises
+    UnreadableCheckpoint naming the file and what is wrong with it."""
+    weights_path, card_path = checkpoint_files(path)
+    try:
+        got = read_pair(weights_path, card_path)
+    except _Mismatch as err:
+        raise UnreadableCheckpoint(f"checkpoint {err.path}: {err}") from None
+    if got is None:  # removed between the two looks
+        raise UnreadableCheckpoint(f"checkpoint {path}: no such file")
+    model, card, _ = got
+    return Checkpoint(model, Card(card, card_path), weights_path)
 
 
 def command_line() -> str:
@@ -260,52 +406,33 @@ class CheckpointStore:
                     p.unlink(missing_ok=True)
         return weights_path
 
+    @property
+    def read_only(self) -> bool:
+        """The shipped folder: read, never locked, renamed or written."""
+        return self.root.resolve() == SHIPPED_STORE.resolve()
+
     def read(
         self, name: str, partial: bool = False
     ) -> tuple[RotationNet, dict, dict | None] | None:
-        """(model, card, optimizer_state) or None if absent; a corrupt pair is reported and set aside."""
+        """(model, card, optimizer_state) or None if absent; a corrupt pair is reported and set
+        aside (in the shipped folder: reported and not used)."""
         try:
-            return self._read_pair(name, partial)
-        except _Mismatch:
-            pass  # maybe a write in progress: decide only while no writer holds the pair
+            return read_pair(*self.paths(name, partial))
+        except _Mismatch as err:
+            if self.read_only:
+                warnings.warn(
+                    f"shipped checkpoint {name} is damaged ({err.path.name}: {err}); not used "
+                    "(reinstall rotviz to restore it)",
+                    stacklevel=2,
+                )
+                return None
+            # maybe a write in progress: decide only while no writer holds the pair
         with self.pair_lock(name):
             try:
-                return self._read_pair(name, partial)
+                return read_pair(*self.paths(name, partial))
             except _Mismatch as err:
-                self.set_aside(name, partial, str(err))
+                self.set_aside(name, partial, f"{err.path.name}: {err}")
                 return None
-
-    def _read_pair(self, name: str, partial: bool) -> tuple[RotationNet, dict, dict | None] | None:
-        """One lock-free attempt: the pair, None if absent, or _Mismatch."""
-        weights_path, card_path = self.paths(name, partial)
-        try:
-            card_text = card_path.read_text()
-        except FileNotFoundError:
-            if weights_path.exists():
-                raise _Mismatch("weights without a card (a write was interrupted)") from None
-            return None
-        try:
-            card = json.loads(card_text)
-            check_card(card)
-            blob = weights_path.read_bytes()
-            if hashlib.sha256(blob).hexdigest() != card.get("weights_sha256"):
-                raise ValueError("the weights do not match the SHA-256 in the card")
-            tensors = load_safetensors(blob)
-            opt_tensors = {k: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
-            weights = {
-                k: v.float() if v.is_floating_point() else v
-                for k, v in tensors.items()
-                if k not in opt_tensors
-            }
-            cfg = train_config_from_dict(card["train_config"])
-            model = build_model(cfg.model, cfg.rotations, cfg.seed)
-            model.load_state_dict(weights)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
-            raise _Mismatch(str(err)) from err
-        optimizer_state = (
-            optimizer_from_tensors(opt_tensors, card["optimizer"]) if "optimizer" in card else None
-        )
-        return model.eval(), card, optimizer_state
 
     def set_aside(self, name: str, partial: bool, reason: str) -> None:
         """Rename a corrupt pair to *.corrupt so it is retrained, and say so (call with the pair lock held)."""
@@ -328,15 +455,18 @@ class CheckpointStore:
             return CheckpointStore(SHIPPED_STORE).load(name)
         return None
 
-    def load_file(self, card_path: str | Path) -> Checkpoint:
-        """Load a finished checkpoint from its card's path (any store folder)."""
-        card_path = Path(card_path)
-        store = CheckpointStore(card_path.parent)
-        name = card_path.name.removesuffix(".json")
-        ckpt = store.load(name)
-        if ckpt is None:
-            raise RotvizError(f"checkpoint {card_path} is missing or corrupt")
-        return ckpt
+    def load_file(self, path: str | Path) -> Checkpoint:
+        """A finished checkpoint of this store's folder given by path (weights or card). Read
+        only: a pair that does not match is read again once no writer holds it, then reported
+        (UnreadableCheckpoint), never set aside."""
+        _, card_path = checkpoint_files(path)
+        try:
+            return read_checkpoint_file(path)
+        except UnreadableCheckpoint:
+            if self.read_only:
+                raise
+        with self.pair_lock(card_path.name.removesuffix(".json")):  # maybe a write in progress
+            return read_checkpoint_file(path)
 
     def resume_state(self, name: str) -> tuple[RotationNet, TrainState, dict] | None:
         """Model, TrainState and card of an interrupted run, or None."""
@@ -393,14 +523,15 @@ def cards_table(cards: list[Card]) -> pd.DataFrame:
 def load_checkpoint(ref: str | Path, store: CheckpointStore | None = None) -> Checkpoint:
     """A finished checkpoint by name (as ``python -m rotviz checkpoints`` lists it) or by path
     to its card (.json) or weights (.safetensors); names are looked up in store (default: the
-    user's store and the shipped networks)."""
+    user's store and the shipped networks). A path is only read, never renamed, locked or
+    written (inside the store's own folder, a write in progress is waited for); one that
+    cannot be read raises UnreadableCheckpoint naming the file and the fault."""
     path = Path(ref)
-    if path.suffix in (".json", ".safetensors") or path.parent != Path("."):
-        card_path = path.with_suffix(".json")
-        if not card_path.is_file():
-            raise RotvizError(f"checkpoint {ref}: no card {card_path} beside it")
-        return CheckpointStore(card_path.parent).load_file(card_path)
     store = store or default_store()
+    if path.suffix in (".json", ".safetensors") or path.parent != Path("."):
+        if path.exists() and path.parent.resolve() == store.root.resolve():
+            return store.load_file(path)
+        return read_checkpoint_file(path)
     ckpt = store.load(str(ref))
     if ckpt is None:
         names = ", ".join(c.name for c in store.cards()) or "none"
