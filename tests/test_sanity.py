@@ -16,7 +16,7 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card, Checkpoint
-from rotviz.nets.models import build_model, random_twin
+from rotviz.nets.models import build_model
 from rotviz.study.sanity import (
     MEASURES,
     cascade_summary,
@@ -108,8 +108,8 @@ def test_similarity_rows(maps):
 def test_cascading_models_reinitialise_from_the_head_down():
     trained = build_model("six_layer", 4, 7)
     before = {k: v.clone() for k, v in trained.state_dict().items()}
-    twin = random_twin(trained, 0)
-    steps = list(cascading_models(trained, 0))
+    twin = build_model("six_layer", 4, 0).eval()  # the initial twin of seed 0
+    steps = list(cascading_models(trained, twin))
     assert [s[0] for s in steps] == list(range(8)) and steps[1][1] == "head"
     assert steps[-1][1] == "block 1"
     for n, _, model in steps:

@@ -60,7 +60,6 @@ def probe(
         cached.runtime(),
         list(fractions),
         twin=_pair.random,
-        twin_kind=_pair.twin,
     )
     summary = {
         "task": td.task,
