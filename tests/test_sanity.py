@@ -48,6 +48,7 @@ def maps(real_images) -> np.ndarray:
 def fake_checkpoint(model, seed: int = 0, shuffle: bool = False) -> Checkpoint:
     cfg = TrainConfig(seed=seed, shuffle_labels=shuffle)
     card = {"train_config": dataclasses.asdict(cfg), "key": f"k{seed}{shuffle}", "name": "t"}
+    card.update(dataset="demo", data_config=dataclasses.asdict(DataConfig("demo")))
     return Checkpoint(model.eval(), Card(card), Path("none"))
 
 

@@ -203,7 +203,7 @@ def test_neurons_twin_flag_picks_the_twin_of_the_sheets(demo_store, tmp_path, ca
         out = tmp_path / twin
         argv = ["neurons", *store_args(demo_store), "--out", str(out), "--twin", twin]
         assert main([*argv, "--top", "2", "--limit", "1", "--layer", "rotation"]) == 0
-        assert f"random twin {TWIN_NAMES[twin]}" in capsys.readouterr().err
+        assert f"random twin ({twin}): {twin}" in capsys.readouterr().err
         tables[twin] = pd.read_csv(out / "neurons.csv", keep_default_na=False)
     for twin, table in tables.items():
         assert set(table["network"]) == {"trained", twin}

@@ -54,7 +54,7 @@ class TwinCalibration:
     def describe(self) -> str:
         """One line, e.g. "calibrated on 2,000 training images of lfw (the network's own)"."""
         if self.twin == "initial":
-            return "initial BatchNorm statistics (mean 0, variance 1): no images calibrated it"
+            return "initial BatchNorm statistics (mean 0, variance 1), no images"
         text = f"calibrated on {self.n_images:,} training images of {self.dataset}"
         if self.own:
             return f"{text} (the network's own)"
@@ -84,7 +84,7 @@ def describe_twin(twin: torch.nn.Module) -> str:
     calibration = twin_calibration(twin)
     if calibration is None:
         return "random twin: made outside rotviz.nets.twin, calibration unknown"
-    return f"random twin {TWIN_NAMES[calibration.twin]}: {calibration.describe()}"
+    return f"random twin ({calibration.twin}): {calibration.describe()}"
 
 
 def calibration_caption(twin: torch.nn.Module | None) -> str:

@@ -544,7 +544,8 @@ def probe_run(
     default the calibrated one, on the network's own training images).
 
     Columns: seed (the checkpoint's training seed), network (trained / random), method
-    (linear / knn / finetune-K), fraction, image (test index), file, correct, c.
+    (linear / knn / finetune-K), fraction, image (test index), file, correct, c,
+    twin_calibration (which images calibrated the twin, on its rows).
     probe_seed (default: the training seed) draws the label subsets and the fine-tuning.
     """
     runtime = as_runtime(runtime)
@@ -562,6 +563,7 @@ def probe_run(
             checkpoint, calibration.twin if calibration else "initial", calibration
         ),
     }
+    said = {"trained": "", "random": calibration.describe() if calibration else ""}
     images_train = images_test = None
     if unfreeze_last is not None:
         images_train, images_test = td.images("train"), td.images("test")
@@ -606,6 +608,7 @@ def probe_run(
                             "file": files,
                             "correct": correct,
                             "c": fit.c,
+                            "twin_calibration": said[network],
                         }
                     )
                 )
