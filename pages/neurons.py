@@ -52,7 +52,8 @@ with common.shown_errors("the neurons page"):
         bar.progress(done / total, text=f"Activations of the {which} network: {done}/{total}")
 
     acts = ui.activations(ckpt_id, layer, which, checkpoint, split, progress)
-    st.caption(ui.calibration_text(ckpt_id, which, checkpoint))
+    if which != "trained":
+        st.caption(ui.calibration_text(ckpt_id, which, checkpoint))
     bar.empty()
     stats = ui.stats(ckpt_id, dkey, layer, which, k, acts)
     labels = neurons.neuron_labels(checkpoint, layer, acts.shape[1])
