@@ -36,7 +36,7 @@ from rotviz.attribution.targets import AllNeurons  # noqa: E402
 from rotviz.config import DataConfig  # noqa: E402
 from rotviz.data.rotation import normalize  # noqa: E402
 from rotviz.data.splits import load_split  # noqa: E402
-from rotviz.nets.models import STUDY_MODELS, build_model, random_twin  # noqa: E402
+from rotviz.nets.models import STUDY_MODELS, build_model  # noqa: E402
 from rotviz.nets.store import default_store, load_checkpoint  # noqa: E402
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, box_mask  # noqa: E402
 
@@ -65,7 +65,7 @@ def threshold_latency(repeats: int) -> None:
         model, source = model_for(name)
         t0 = time.perf_counter()
         maps_t, maps_r = trained_and_random_maps(
-            model, random_twin(model, 0), x, "rotation", AllNeurons()
+            model, build_model(model.name, model.rotations, 0).eval(), x, "rotation", AllNeurons()
         )
         maps = (maps_t[0].numpy(), maps_r[0].numpy())
         first = time.perf_counter() - t0

@@ -27,9 +27,10 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig
 from rotviz.data.rotation import normalize
 from rotviz.data.splits import load_split
-from rotviz.nets.batchnorm import TWIN_NAMES, make_twin, precise_bn, statistics_gap
+from rotviz.nets.batchnorm import precise_bn, statistics_gap
 from rotviz.nets.evaluate import rotation_accuracy
 from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
+from rotviz.nets.twin import TWIN_NAMES, random_twin_of
 from rotviz.scores.metrics import Absolute, Percentile, goodness, mean_goodness
 from rotviz.study.goodness import split_box_masks
 
@@ -81,7 +82,7 @@ def measure(card: dict, lfw: Path | None, n_images: int, max_test: int | None) -
     acc_precise = rotation_accuracy(model, test_images, cfg.rotations, CPU).accuracy
     maps["trained (precise statistics)"] = sal.maps(model, x).numpy()
     for kind, label in TWIN_NAMES.items():
-        twin = make_twin(model, cfg.seed, kind, train.images, cfg.rotations, CPU, n_images)
+        twin = random_twin_of(ckpt, kind, CPU, train_images=train.images, n_images=n_images)
         maps[label] = sal.maps(twin, x).numpy()
         if kind == "calibrated":
             twin_acc = rotation_accuracy(twin, test_images, cfg.rotations, CPU).accuracy

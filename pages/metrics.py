@@ -152,6 +152,8 @@ def goodness_section(cards: list[Card], acc: pd.DataFrame) -> None:
         )
     bar.empty()
     table = scores.goodness_table(results, mode, value)
+    for text in dict.fromkeys(r.calibration_text for r in results if r.calibration_text):
+        st.caption(text)
     shown = [c for c in table.columns if c in scores.DISPLAY_COLUMNS or c in RECIPE]
     st.dataframe(table, hide_index=True, width="stretch", column_order=shown)
     st.caption(
@@ -258,6 +260,7 @@ def trained_vs_random_section() -> None:
         pair = cached.pair_with_twin(card, twin, own, fallback=common.data_config(dataset))
     if pair is None:
         return
+    st.caption(pair.calibration_text)
 
     st.subheader("Rotation accuracy, mean [95% CI] over test images")
     with common.shown_errors("the accuracy intervals"):

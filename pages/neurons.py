@@ -52,6 +52,8 @@ with common.shown_errors("the neurons page"):
         bar.progress(done / total, text=f"Activations of the {which} network: {done}/{total}")
 
     acts = ui.activations(ckpt_id, layer, which, checkpoint, split, progress)
+    if which != "trained":
+        st.caption(ui.calibration_text(ckpt_id, which, checkpoint))
     bar.empty()
     stats = ui.stats(ckpt_id, dkey, layer, which, k, acts)
     labels = neurons.neuron_labels(checkpoint, layer, acts.shape[1])
@@ -105,7 +107,7 @@ with common.shown_errors("the neurons page"):
 
     def sheet():  # noqa: ANN202 (a matplotlib Figure, built on click)
         rows = []
-        for net in ("trained", which if which != "trained" else "random"):
+        for net in ("trained", which if which != "trained" else "calibrated"):
             a = acts if net == which else ui.activations(ckpt_id, layer, net, checkpoint, split)
             rows.append(ui.view(ckpt_id, dkey, layer, net, sheet_neuron, k, checkpoint, split, a))
         return neurons.contact_sheet(rows)

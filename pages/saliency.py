@@ -89,6 +89,7 @@ with common.shown_errors("the saliency page"):
     pair = cached.pair_with_twin(
         card, twin, common.with_local_paths(card.data_config), fallback=data
     )
+    st.caption(pair.calibration_text)
     explore.warn_method(pair.trained, sal_cfg.method)
     image, boxes = split.images[index].copy(), split.boxes[index]
     image_key = f"{cached.data_key(cfg)}:{index}"
@@ -104,6 +105,7 @@ with common.shown_errors("the saliency page"):
         "dataset": dataset,
         "checkpoint": card.name,
         "twin": pair.twin_name,
+        "twin_calibration": pair.calibration_text,
         "trained on": card.dataset,
         "cross_dataset": cross,
         "image": split.records[index].relpath,

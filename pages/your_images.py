@@ -52,6 +52,7 @@ with common.shown_errors("the Your images page"):
     pair = cached.pair_with_twin(
         card, twin, common.with_local_paths(card.data_config), fallback=common.data_config("demo")
     )
+    st.caption(pair.calibration_text)
     explore.warn_method(pair.trained, sal_cfg.method)
     size, resize = card.data_config.image_size, card.data_config.resize
 
@@ -113,6 +114,7 @@ with common.shown_errors("the Your images page"):
                 "file": f.name,
                 "checkpoint": card.name,
                 "twin": pair.twin_name,
+                "twin_calibration": pair.calibration_text,
                 "boxes": up.boxes_original.tolist(),
                 **sal_cfg.__dict__,
                 "threshold": threshold.describe(),

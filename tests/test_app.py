@@ -25,8 +25,8 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card
-from rotviz.nets.models import random_twin
 from rotviz.nets.store import CheckpointStore, load_checkpoint
+from rotviz.nets.twin import random_twin_of
 from rotviz.scores.metrics import Percentile, box_mask, format_q, goodness
 from rotviz.training.pipeline import load_split, train_or_load
 
@@ -146,7 +146,7 @@ def test_train_page_serves_the_stored_checkpoint_then_trains_a_new_one(card):
     assert "The store has this checkpoint" in at.success[0].value
     acc = card["metrics"]["test"]["trained"]["accuracy"]
     assert metric(at, "Rotation accuracy, trained") == f"{acc:.1%}"
-    rnd = card["metrics"]["test"]["random"]["accuracy"]
+    rnd = card["metrics"]["test"]["initial"]["accuracy"]
     assert metric(at, "Rotation accuracy, random twin") == f"{rnd:.1%}"
     assert metric(at, "Chance level") == "25.0%"
 
@@ -176,7 +176,7 @@ def test_train_page_rejects_an_unknown_timm_model():
 def expected_q(card: dict, index: int, p: float) -> tuple[float, float]:
     """Q of trained and random at percentile p, computed with the core alone."""
     ckpt = load_checkpoint(card["card_path"])
-    twin = random_twin(ckpt.model, ckpt.train_config.seed)
+    twin = random_twin_of(ckpt, "initial")
     _, split = load_split(DataConfig("demo"), "test")
     x = normalize(torch.from_numpy(split.images[index : index + 1].copy()))
     maps = trained_and_random_maps(

@@ -1,4 +1,4 @@
-"""Precise BatchNorm statistics, the statistics gap and the two random twins, on real images."""
+"""Precise BatchNorm statistics and the statistics gap, on real images (the twins: test_twin.py)."""
 
 from __future__ import annotations
 
@@ -15,24 +15,18 @@ import pytest
 import torch
 from torch import nn
 
-from rotviz.attribution.gradients import saliency_maps
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize, rotation_batch
 from rotviz.data.splits import load_split
-from rotviz.errors import RotvizError
 from rotviz.nets.batchnorm import (
-    TWIN_NAMES,
-    TWINS,
     batch_statistics,
     batchnorm_layers,
-    make_twin,
     precise_bn,
     sample_indices,
     statistics_gap,
     statistics_warning,
 )
 from rotviz.nets.models import build_model
-from rotviz.nets.store import SHIPPED_STORE, CheckpointStore
 from rotviz.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,55 +139,6 @@ def test_statistics_warning_names_both_accuracies_beyond_ten_points():
     line = statistics_warning(0.958, 0.252)
     assert "95.8%" in line and "25.2%" in line and "--precise-bn" in line and "\n" not in line
     assert statistics_warning(0.30, 0.45) is not None
-
-
-def test_twins_keep_the_initial_weights_and_differ_only_in_statistics(real_images):
-    model = build_model("six_layer", 4, seed=5)
-    initial = make_twin(model, 5, "initial", None, ROTS, CPU)
-    calibrated = make_twin(model, 5, "calibrated", real_images, ROTS, CPU, batch_size=4)
-    assert TWINS == ("initial", "calibrated") and not calibrated.training
-    assert TWIN_NAMES["calibrated"] == "random (calibrated statistics)"
-    fresh = build_model("six_layer", 4, seed=5)
-    for (k, p), q, r in zip(
-        fresh.named_parameters(), initial.parameters(), calibrated.parameters(), strict=True
-    ):
-        assert torch.equal(p, q) and torch.equal(p, r), k
-    bn = initial.backbone[0][1]
-    assert torch.equal(bn.running_mean, torch.zeros(16)) and torch.equal(
-        bn.running_var, torch.ones(16)
-    )
-    assert not torch.equal(calibrated.backbone[0][1].running_var, torch.ones(16))
-    with pytest.raises(RotvizError, match="initial, calibrated"):
-        make_twin(model, 5, "fresh", None, ROTS, CPU)
-    with pytest.raises(RotvizError, match="training images"):
-        make_twin(model, 5, "calibrated", None, ROTS, CPU)
-
-
-def demo_photos_with_boxes() -> torch.Tensor:
-    """The demo's scene photos (the images with boxes, both splits), normalised (N, 3, 128, 128)."""
-    photos = []
-    for split in ("train", "test"):
-        _, prepared = load_split(DataConfig("demo"), split)
-        keep = [len(b) > 0 for b in prepared.boxes]
-        photos.append(np.asarray(prepared.images)[keep])
-    return normalize(torch.from_numpy(np.concatenate(photos)))
-
-
-def test_calibrated_twin_has_the_trained_gradient_scale_on_the_demo_photos():
-    """The shipped demo six-layer net: initial twin >= 100x smaller gradients, calibrated < 100x."""
-    store = CheckpointStore(SHIPPED_STORE)
-    (card,) = [c for c in store.cards() if c.dataset == "demo"]
-    ckpt = store.load(card.name)
-    _, train_split = load_split(DataConfig("demo"), "train")
-    photos = demo_photos_with_boxes()
-    assert len(photos) >= 5
-    largest = {"trained": float(saliency_maps(ckpt.model, photos).max())}
-    seed, rots = ckpt.train_config.seed, ckpt.train_config.rotations
-    for kind in TWINS:
-        twin = make_twin(ckpt.model, seed, kind, train_split.images, rots, CPU)
-        largest[kind] = float(saliency_maps(twin, photos).max())
-    assert largest["trained"] / largest["initial"] >= 100, largest  # measured 7.5e3
-    assert largest["trained"] / largest["calibrated"] < 100, largest  # measured 3.7
 
 
 @pytest.mark.slow

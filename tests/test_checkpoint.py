@@ -45,7 +45,7 @@ def test_card_accessors_read_the_json_card():
     card = card_of(data, train, accuracy=0.75)
     assert card.train_config == train and card.data_config == data
     assert card.rotations == (2, 0) and card.recipe.seed == 3
-    assert card.test_accuracy("trained") == 0.75 and card.test_accuracy("random") == 0.25
+    assert card.test_accuracy("trained") == 0.75 and card.test_accuracy("initial") == 0.25
     assert "0.75" not in card.label() and "75.0%" in card.label()
     assert Card({**card.raw, "metrics": {}}).test_accuracy() is None
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rotviz.errors import RotvizError
-from rotviz.nets.models import STUDY_MODELS, build_model, count_parameters, random_twin
+from rotviz.nets.models import STUDY_MODELS, build_model, count_parameters
 
 
 def test_six_layer_is_six_conv_bn_relu_blocks_of_about_100k_parameters():
@@ -31,16 +31,6 @@ def test_same_seed_same_weights_other_seed_other_weights(name):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
-
-
-def test_random_twin_equals_fresh_build_not_the_trained_weights():
-    model = build_model("six_layer", 4, 5)
-    with torch.no_grad():
-        model.head.weight.add_(1.0)
-    twin = random_twin(model, 5)
-    assert not torch.equal(twin.head.weight, model.head.weight)
-    assert torch.equal(twin.head.weight, build_model("six_layer", 4, 5).head.weight)
-    assert not twin.training
 
 
 def test_building_does_not_touch_the_global_rng():

@@ -14,6 +14,7 @@ import torch
 from rotviz.cli.main import main
 from rotviz.data.rotation import normalize
 from rotviz.data.splits import load_split
+from rotviz.nets.twin import NETWORKS, trained_or_twin
 from rotviz.study import neurons
 
 CPU = torch.device("cpu")
@@ -42,8 +43,8 @@ def _top_values(values: np.ndarray, k: int) -> np.ndarray:
 
 def test_top_images_are_the_argmax_of_a_direct_forward_pass(demo, tmp_path):
     ckpt, test = demo
-    for net in neurons.NETWORKS:
-        model = neurons.network_model(ckpt, net)
+    for net in NETWORKS:
+        model = trained_or_twin(ckpt, net)
         acts = neurons.activations(ckpt, test, "embedding", net, CPU, cache_dir=tmp_path)
         direct, _ = _direct(model, test.images)
         np.testing.assert_allclose(acts, direct, rtol=1e-4, atol=1e-6)
@@ -190,6 +191,6 @@ def test_neurons_page_lists_sorted_neurons_with_maps(demo, demo_store, monkeypat
     at.number_input(key="nrn-page").set_value(2).run()
     assert headers() == [f"embedding neuron {i}" for i in order[12:24]]
     at.radio(key="nrn-layer").set_value("rotation").run()
-    at.radio(key="nrn-network").set_value("random").run()
+    at.radio(key="nrn-network").set_value("initial").run()
     assert not at.exception and not at.error
     assert sorted(headers()) == sorted(f"rotation neuron {d}°" for d in (0, 90, 180, 270))

@@ -22,6 +22,7 @@ from rotviz.cli.main import main
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.nets.store import CheckpointStore
+from rotviz.nets.twin import random_twin_of
 from rotviz.study.sanity import shuffled_config
 from rotviz.training.pipeline import load_split, train_or_load
 
@@ -222,7 +223,7 @@ def test_true_rotation_explains_the_right_logit_through_the_app(half_turn, monke
     from rotviz.app import cached
 
     ckpt, test = half_turn["ckpt"], half_turn["test"]
-    pair = cached.ModelPair(ckpt, ckpt.random_twin())
+    pair = cached.ModelPair(ckpt, random_twin_of(ckpt, "initial"))
     sal = SaliencyConfig(neurons="true", aggregate="none")
     for i in range(3):
         trained, random = cached.compute_maps(pair, test.images[i], sal)

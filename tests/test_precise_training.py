@@ -7,9 +7,9 @@ import torch
 
 from rotviz.cli.main import main
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.nets.batchnorm import TWIN_NAMES
 from rotviz.nets.store import CheckpointStore
-from rotviz.training.pipeline import load_split, random_twin_of, train_or_load
+from rotviz.nets.twin import TWIN_NAMES, random_twin_of
+from rotviz.training.pipeline import load_split, train_or_load
 
 DATA = DataConfig("demo", max_images=48)
 TRAIN = TrainConfig(epochs=1, batch_size=8, lr=2e-3)
@@ -44,7 +44,7 @@ def test_training_recomputes_batchnorm_statistics_and_records_them(pair_of_runs)
     for card in (on.card, off.card):
         gap = card.train_accuracy
         assert gap["n_images"] > 0 and 0 <= gap["running_statistics"] <= 1
-        assert card.test_accuracy("random_calibrated") is not None
+        assert card.test_accuracy("calibrated") is not None
     # after precise BN the eval-mode and batch-statistics accuracies agree within 10 points
     gap = on.card.train_accuracy
     assert abs(gap["running_statistics"] - gap["batch_statistics"]) <= 0.10
@@ -91,15 +91,15 @@ def test_cli_evaluate_prints_both_twins_and_recalibrates_on_request(
 
 
 def test_probe_and_neuron_browser_take_either_twin(pair_of_runs, monkeypatch):
-    from rotviz.study import neurons
+    from rotviz.nets.twin import trained_or_twin
     from rotviz.study.probe import network_key
 
     root, on, _ = pair_of_runs
     monkeypatch.setenv("ROTVIZ_CACHE", str(root / "cache"))
-    assert network_key(on, "random", "calibrated") != network_key(on, "random")
-    assert network_key(on, "random_calibrated") == network_key(on, "random", "calibrated")
-    initial = neurons.network_model(on, "random")
-    calibrated = neurons.network_model(on, "random_calibrated")
+    assert network_key(on, "calibrated") != network_key(on, "initial")
+    initial = trained_or_twin(on, "initial")
+    calibrated = trained_or_twin(on, "calibrated")
+    assert network_key(on, "calibrated", calibrated.calibration) == network_key(on, "calibrated")
     means = [
         [m.running_mean.abs().sum().item() for m in net.modules() if hasattr(m, "running_mean")]
         for net in (initial, calibrated)

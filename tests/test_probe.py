@@ -28,6 +28,8 @@ def fake_checkpoint(model, seed: int = 0) -> Checkpoint:
         "key": f"test-{seed}",
         "weights_sha256": str(sum(float(p.detach().sum()) for p in model.parameters())),
         "name": "t",
+        "dataset": "demo",
+        "data_config": dataclasses.asdict(DataConfig("demo")),  # its twin calibrates on the demo
     }
     return Checkpoint(model.eval(), Card(card), Path("none"))
 

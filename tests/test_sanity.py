@@ -17,7 +17,7 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card, Checkpoint
-from rotviz.nets.models import build_model, random_twin
+from rotviz.nets.models import build_model
 from rotviz.scores.similarity import (
     MEASURES,
     map_similarities,
@@ -51,6 +51,7 @@ def maps(real_images) -> np.ndarray:
 def fake_checkpoint(model, seed: int = 0, shuffle: bool = False) -> Checkpoint:
     cfg = TrainConfig(seed=seed, shuffle_labels=shuffle)
     card = {"train_config": dataclasses.asdict(cfg), "key": f"k{seed}{shuffle}", "name": "t"}
+    card.update(dataset="demo", data_config=dataclasses.asdict(DataConfig("demo")))
     return Checkpoint(model.eval(), Card(card), Path("none"))
 
 
@@ -111,8 +112,8 @@ def test_similarity_rows(maps):
 def test_cascading_models_reinitialise_from_the_head_down():
     trained = build_model("six_layer", 4, 7)
     before = {k: v.clone() for k, v in trained.state_dict().items()}
-    twin = random_twin(trained, 0)
-    steps = list(cascading_models(trained, 0))
+    twin = build_model("six_layer", 4, 0).eval()  # the initial twin of seed 0
+    steps = list(cascading_models(trained, twin))
     assert [s[0] for s in steps] == list(range(8)) and steps[1][1] == "head"
     assert steps[-1][1] == "block 1"
     for n, _, model in steps:

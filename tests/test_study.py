@@ -11,7 +11,7 @@ import pytest
 from rotviz.data.splits import load_split
 from rotviz.errors import RotvizError
 from rotviz.nets.evaluate import rotation_logits
-from rotviz.nets.models import random_twin
+from rotviz.nets.twin import random_twin_of
 from rotviz.study.files import accuracy_table, load_study, study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,13 +50,15 @@ def test_accuracy_table_shows_intervals_and_a_paired_p(demo_store):
     # and the p-value is scipy's Wilcoxon on each image's share of rotations right
     _, test = load_split(data, "test")
     per_image = {}
-    for net, model in (("trained", ckpt.model), ("random", random_twin(ckpt.model, train.seed))):
+    twin = random_twin_of(ckpt, "initial", "cpu")
+    for net, model in (("trained", ckpt.model), ("random", twin)):
         logits, labels = rotation_logits(model, test.images, train.rotations, "cpu")
         right = (logits.argmax(1) == labels).float().numpy().reshape(len(test), -1)
         per_image[net] = right.mean(1)
         x = float(CELL.match(df.loc[("demo", net), "six_layer"]).group(1))
         assert x == pytest.approx(100 * right.mean(), abs=0.051)
-        assert x == pytest.approx(100 * ckpt.card.test_accuracy(net), abs=0.051)
+        card_name = {"trained": "trained", "random": "initial"}[net]
+        assert x == pytest.approx(100 * ckpt.card.test_accuracy(card_name), abs=0.051)
     p_cell = df.loc[("demo", "p (Wilcoxon)"), "six_layer"]
     if np.array_equal(per_image["trained"], per_image["random"]):
         assert p_cell == "n/a"  # no image differs: nothing to test (1 epoch on the demo)

@@ -18,13 +18,13 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig, stable_hash
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.data.records import Dataset
-from rotviz.nets.batchnorm import TWIN_NAMES
 from rotviz.nets.checkpoint import Card, Checkpoint
 from rotviz.nets.models import RotationNet
 from rotviz.nets.store import load_checkpoint
+from rotviz.nets.twin import TWIN_NAMES, calibration_caption, check_twin, random_twin_of
 from rotviz.runtime import Runtime, as_runtime
 from rotviz.scores.metrics import box_mask, threshold_sweep
-from rotviz.training.pipeline import load_split, random_twin_of
+from rotviz.training.pipeline import load_split
 
 MAP_CACHE_ENTRIES = 4000  # 2 maps of 128x128 float32 = 128 kB per entry: ~0.5 GB at most
 
@@ -35,7 +35,7 @@ class ModelPair:
 
     checkpoint: Checkpoint
     random: RotationNet
-    twin: str = "initial"  # which random twin: rotviz.nets.batchnorm.TWINS
+    twin: str = "initial"  # which random twin: rotviz.nets.twin.TWINS
 
     @property
     def trained(self) -> RotationNet:
@@ -49,6 +49,11 @@ class ModelPair:
     @property
     def twin_name(self) -> str:
         return TWIN_NAMES[self.twin]
+
+    @property
+    def calibration_text(self) -> str:
+        """Which images calibrated the twin, one line for a page caption."""
+        return calibration_caption(self.random)
 
 
 def checkpoint_id(card: Card) -> str:
@@ -67,32 +72,32 @@ def model_pair(ckpt_id: str) -> ModelPair:
     """The checkpoint at ckpt_id (card path + weights hash) and its random twin, eval mode."""
     card_path = ckpt_id.rsplit(":", 1)[0]
     ckpt = load_checkpoint(card_path)
-    return ModelPair(ckpt, ckpt.random_twin())
+    return ModelPair(ckpt, random_twin_of(ckpt, "initial", runtime()))
 
 
 @st.cache_resource(
     max_entries=8, show_spinner="Calibrating the random twin's BatchNorm statistics..."
 )
-def _twin(
-    ckpt_id: str, kind: str, dkey: str, _data: DataConfig, _fallback: DataConfig | None
+def _calibrated_twin(
+    ckpt_id: str, dkey: str, _own: DataConfig | None, _data: DataConfig | None
 ) -> RotationNet:
-    return random_twin_of(
-        model_pair(ckpt_id).checkpoint, kind, runtime(), _data, fallback=_fallback
-    )
+    return random_twin_of(model_pair(ckpt_id).checkpoint, "calibrated", runtime(), _data, own=_own)
 
 
 def pair_with_twin(
-    card: Card, kind: str, data: DataConfig, fallback: DataConfig | None = None
+    card: Card, kind: str, own: DataConfig | None = None, fallback: DataConfig | None = None
 ) -> ModelPair:
-    """The checkpoint and its random twin of that kind; data: where its training images are
-    on this machine (the calibrated twin recomputes its BatchNorm statistics on them);
-    fallback: the images to use, with a warning, when those are not here."""
+    """The checkpoint and its random twin of that kind (rotviz.nets.twin.random_twin_of); own:
+    where its training images are on this machine (the calibrated twin recomputes its
+    BatchNorm statistics on them); fallback: the data explained, whose training images
+    calibrate it, with a warning, when those are not here. ModelPair.calibration_text says
+    which images it used."""
     ckpt_id = checkpoint_id(card)
     pair = model_pair(ckpt_id)
-    if kind == "initial":
+    if check_twin(kind) == "initial":
         return pair
-    key = data_key(data) + (f":{data_key(fallback)}" if fallback else "")
-    return ModelPair(pair.checkpoint, _twin(ckpt_id, kind, key, data, fallback), kind)
+    key = ":".join(data_key(d) if d else "-" for d in (own, fallback))
+    return ModelPair(pair.checkpoint, _calibrated_twin(ckpt_id, key, own, fallback), kind)
 
 
 def data_key(cfg: DataConfig) -> str:

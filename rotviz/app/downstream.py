@@ -61,7 +61,6 @@ def probe(
         cached.runtime(),
         list(fractions),
         twin=_pair.random,
-        twin_kind=_pair.twin,
     )
     summary = {
         "task": td.task,

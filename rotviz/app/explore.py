@@ -13,7 +13,7 @@ import streamlit as st
 from rotviz.app import cached, common, export, render
 from rotviz.attribution.methods import METHODS, method_warning
 from rotviz.attribution.saliency import SaliencyConfig
-from rotviz.nets.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
+from rotviz.nets.twin import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.report.figures import sweep_plotly, trained_vs_random_figure
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold, format_q, fraction_on
 from rotviz.scores.published import study_lambda

@@ -17,12 +17,13 @@ from rotviz.app import cached, render
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import calibration_caption, trained_or_twin
 from rotviz.study import neurons
 
 NETWORK_LABELS = {
     "trained": "trained",
-    "random": "random twin (initial statistics)",
-    "random_calibrated": "random twin (calibrated statistics)",
+    "initial": "random twin (initial statistics)",
+    "calibrated": "random twin (calibrated statistics)",
 }
 LAYER_LABELS = {"embedding": "embedding features", "rotation": "rotation head (logits)"}
 SORT_LABELS = {"neuron": "neuron index", "mean": "mean activation", "selectivity": "selectivity"}
@@ -34,8 +35,13 @@ SELECTIVITY_HELP = (
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def network(ckpt_id: str, which: str, _checkpoint: Checkpoint) -> RotationNet:
-    """The trained network or its random twin (rotviz.study.neurons.network_model), kept in memory."""
-    return neurons.network_model(_checkpoint, which)
+    """The trained network or its random twin (rotviz.nets.twin.trained_or_twin), kept in memory."""
+    return trained_or_twin(_checkpoint, which, cached.runtime())
+
+
+def calibration_text(ckpt_id: str, which: str, checkpoint: Checkpoint) -> str:
+    """Which images calibrated the twin shown, one line for a page caption ("" for trained)."""
+    return calibration_caption(network(ckpt_id, which, checkpoint))
 
 
 def activations(

@@ -19,8 +19,9 @@ from rotviz.app import cached
 from rotviz.attribution.maps import checkpoint_maps
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig
-from rotviz.nets.batchnorm import TWIN_NAMES
 from rotviz.nets.checkpoint import Card
+from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import TWIN_NAMES, calibration_caption
 from rotviz.report.tables import percent
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold
 from rotviz.scores.published import PUBLISHED_GOODNESS, goodness_protocol_mismatch, study_lambda
@@ -62,10 +63,16 @@ class LayerRun:
     cfg: DataConfig
     maps: tuple[np.ndarray, np.ndarray]
     twin: str
+    twin_model: RotationNet | None = None  # carries which images calibrated it
 
     @property
     def layer(self) -> str:
         return self.sal.layer
+
+    @property
+    def calibration_text(self) -> str:
+        """Which images calibrated the twin, one line for a page caption ("" if unknown)."""
+        return calibration_caption(self.twin_model)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -103,7 +110,7 @@ def layer_run(
     dkey = cached.data_key(view_cfg)
     pair = cached.pair_with_twin(card, twin, own, fallback=data)
     maps = _split_maps(pair.ident, dkey, sal.key(), pair, view_cfg, sal, progress)
-    return LayerRun(card, sal, dkey, view_cfg, maps, twin)
+    return LayerRun(card, sal, dkey, view_cfg, maps, twin, pair.random)
 
 
 def threshold_for(mode: str, value: float | None, model: str, layer: str) -> Threshold:
@@ -122,7 +129,13 @@ def scored(res: LayerRun, threshold: Threshold) -> GoodnessRun:
     pair = cached.model_pair(cached.checkpoint_id(res.card))
     _, split = cached.split(res.dkey, res.cfg)
     return goodness_run(
-        pair.checkpoint, split, res.sal, threshold, maps=res.maps, twin_name=TWIN_NAMES[res.twin]
+        pair.checkpoint,
+        split,
+        res.sal,
+        threshold,
+        maps=res.maps,
+        twin=res.twin_model,
+        twin_name=TWIN_NAMES[res.twin],
     )
 
 

@@ -70,7 +70,7 @@ def checkpoint_table(cards: list[Card]) -> pd.DataFrame:
             **c.recipe.columns(),
             "epochs": c.epochs_done,
             "rotation accuracy, trained (%)": _percent(c.test_accuracy("trained")),
-            "rotation accuracy, random twin (%)": _percent(c.test_accuracy("random")),
+            "rotation accuracy, random twin (%)": _percent(c.test_accuracy("initial")),
             "test images": c.n_test_images,
             "study recipe": "yes" if c.recipe.is_study() else "no",
             "precise BN": "yes" if c.precise_bn else "no",
@@ -111,12 +111,12 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "model": model,
                     "ours, trained (%)": _percent(card.test_accuracy("trained")) if card else None,
                     "ours, random twin, initial statistics (%)": _percent(
-                        card.test_accuracy("random")
+                        card.test_accuracy("initial")
                     )
                     if card
                     else None,
                     "ours, random twin, calibrated statistics (%)": _percent(
-                        card.test_accuracy("random_calibrated")
+                        card.test_accuracy("calibrated")
                     )
                     if card
                     else None,
@@ -133,9 +133,9 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
         {
             **c.recipe.columns(),
             "accuracy, trained (%)": _percent(c.test_accuracy("trained")),
-            "accuracy, random twin, initial statistics (%)": _percent(c.test_accuracy("random")),
+            "accuracy, random twin, initial statistics (%)": _percent(c.test_accuracy("initial")),
             "accuracy, random twin, calibrated statistics (%)": _percent(
-                c.test_accuracy("random_calibrated")
+                c.test_accuracy("calibrated")
             ),
             "chance (%)": 100 / len(c.recipe.rotations),
             "why not beside the study": "; ".join(c.recipe.deviations())

@@ -175,7 +175,7 @@ def live_job(key: str) -> None:
 
 def result_panel(card: Card) -> None:
     """Trained vs random rotation accuracy, per rotation, confusion matrices, training curve."""
-    trained, random = card.test_eval("trained"), card.test_eval("random")
+    trained, random = card.test_eval("trained"), card.test_eval("initial")
     if not trained or not random:
         st.warning("This checkpoint's card has no test metrics.")
         return

@@ -17,6 +17,7 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.data.rotation import normalize
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import random_twin_of
 from rotviz.runtime import RuntimeLike, as_runtime
 
 Progress = Callable[[int, int], None]
@@ -65,9 +66,10 @@ def checkpoint_maps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maps (N, S, S) float32 of a checkpoint's network and of its random twin on uint8 images (N, 3, S, S).
 
-    twin: the random twin when the caller already holds it (else built from the checkpoint).
+    twin: the random twin when the caller already holds it (else the default one,
+    rotviz.nets.twin.random_twin_of: calibrated on the network's own training images).
     """
-    twin = twin if twin is not None else checkpoint.random_twin()
+    twin = twin if twin is not None else random_twin_of(checkpoint, runtime=runtime)
     trained, random = network_maps(
         (checkpoint.model, twin), images, sal, runtime, batch_size, progress
     )

@@ -34,10 +34,10 @@ from rotviz.cli.options import (
 )
 from rotviz.data import download
 from rotviz.errors import RotvizError
-from rotviz.nets.batchnorm import TWIN_NAMES
 from rotviz.nets.evaluate import rotation_accuracy
 from rotviz.nets.models import STUDY_MODELS
 from rotviz.nets.store import cards_table
+from rotviz.nets.twin import TWIN_NAMES, TWINS, describe_twin, random_twin_of
 from rotviz.report import figures
 from rotviz.report.tables import FORMATS, format_table, percent
 from rotviz.runtime import as_runtime
@@ -57,7 +57,6 @@ from rotviz.study.runs import probe_and_sanity_tables
 from rotviz.training.pipeline import (
     load_split,
     provenance,
-    random_twin_of,
     train_or_load,
     train_statistics,
 )
@@ -87,11 +86,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         precise_bn=precise_bn_images(args),
     )
     card = outcome.checkpoint.card
-    calibrated = card.test_accuracy("random_calibrated")
+    calibrated = card.test_accuracy("calibrated")
     train_acc = card.train_accuracy
     print(
         f"{card.name}: test rotation accuracy {percent(card.test_accuracy('trained'))}% "
-        f"(random twin {percent(card.test_accuracy('random'))}% with initial BatchNorm statistics"
+        f"(random twin {percent(card.test_accuracy('initial'))}% with initial BatchNorm statistics"
         + (f", {percent(calibrated)}% calibrated" if calibrated is not None else "")
         + ")"
         + (
@@ -111,14 +110,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
     own = own_data(ckpt, data)
-    # the keys the card uses: "random" is the twin with initial statistics
-    nets = {"trained": ckpt.model, "random": random_twin_of(ckpt, "initial", runtime)}
-    try:
-        nets["random_calibrated"] = random_twin_of(ckpt, "calibrated", runtime, own, fallback=data)
-    except RotvizError as err:
-        log(f"no calibrated random twin: {err}")
-    names = {"trained": "trained", "random": TWIN_NAMES["initial"]}
-    names["random_calibrated"] = TWIN_NAMES["calibrated"]
+    nets = {"trained": ckpt.model}  # the names the card uses: trained, initial, calibrated
+    for kind in TWINS:
+        try:
+            nets[kind] = random_twin_of(ckpt, kind, runtime, data)
+        except RotvizError as err:
+            log(f"no {kind} random twin: {err}")
+            continue
+        log(describe_twin(nets[kind]))
+    names = {"trained": "trained", **TWIN_NAMES}
     evals = {
         who: rotation_accuracy(m, test.images, ckpt.rotations, runtime) for who, m in nets.items()
     }
@@ -142,6 +142,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "n_test_images": len(test),
         "train_accuracy_eval_mode": gap,
         **{who: ev.to_dict() for who, ev in evals.items()},
+        "twin_calibration": {
+            kind: nets[kind].calibration.to_dict() for kind in TWINS if kind in nets
+        },
     }
     for who, ev in evals.items():
         per = ", ".join(
@@ -215,6 +218,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         f"saliency of {len(test)} test images, trained and {TWIN_NAMES[args.twin]} "
         f"({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
     )
+    twin = random_twin_of(ckpt, args.twin, runtime, data)
+    log(describe_twin(twin))
     run = goodness_run(
         ckpt,
         test,
@@ -224,8 +229,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         keep,
         not args.no_crowd,
         progress=progress_printer("maps"),
-        twin=random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data), fallback=data),
-        twin_name=TWIN_NAMES[args.twin],
+        twin=twin,
     )
     if (
         not distributed.is_main()
@@ -316,14 +320,18 @@ def cmd_consistency(args: argparse.Namespace) -> int:
         f"rotation consistency of {len(images)} test images, trained and {TWIN_NAMES[args.twin]} "
         f"({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
     )
-    twin = random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data), fallback=data)
+    twin = random_twin_of(ckpt, args.twin, runtime, data)
+    log(describe_twin(twin))
     rows, table = consistency_table(ckpt, images, sal, runtime, twin)
     if not distributed.is_main():
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = np.array([r.relpath for r in test.records])[rows["image"].to_numpy()]
-    rows.assign(file=files).to_csv(out / "consistency.csv", index=False)
+    calibration = np.where(rows["network"] == "trained", "", twin.calibration.describe())
+    rows.assign(file=files, twin_calibration=calibration).to_csv(
+        out / "consistency.csv", index=False
+    )
     table.attrs["numbers"].to_csv(out / "consistency_table.csv", index=False)
     text = format_table(table, args.format)
     (
@@ -335,29 +343,37 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
-    data, runtime = data_config(args), as_runtime(run_config(args))
-    device = runtime.device
     runtime = as_runtime(run_config(args))
-    ckpt, data = network(args, data, checkpoint_store(args), runtime)
+    device = runtime.device
+    ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
     files = [r.relpath for r in test.records]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     formats = args.figure_formats.split(",")
     layers = neurons.LAYERS if args.layer == "both" else (args.layer,)
+    nets = ("trained", args.twin)  # a contact sheet's rows: the trained net, its twin
+    models = {"trained": ckpt.model, args.twin: random_twin_of(ckpt, args.twin, runtime, data)}
+    calibration = models[args.twin].calibration.describe()
+    log(describe_twin(models[args.twin]))
     tables, n_sheets = [], 0
     for layer in layers:
-        models = {net: neurons.network_model(ckpt, net) for net in neurons.NETWORKS}
         acts = {
             net: neurons.activations(
                 ckpt, test, layer, net, device, models[net], progress=progress_printer(net)
             )
-            for net in neurons.NETWORKS
+            for net in nets
         }
         labels = neurons.neuron_labels(ckpt, layer, acts["trained"].shape[1])
-        for net in neurons.NETWORKS:
+        for net in nets:
             table = neurons.top_table(acts[net], files, labels, args.top)
-            tables.append(table.assign(network=net, layer=layer))
+            tables.append(
+                table.assign(
+                    network=net,
+                    layer=layer,
+                    twin_calibration=calibration if net != "trained" else "",
+                )
+            )
         if args.neurons:
             chosen = [int(i) for i in args.neurons.split(",") if i.strip()]
         else:
@@ -367,7 +383,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         for i in tqdm(chosen, desc=f"{layer} sheets", file=sys.stderr, leave=False):
             views = [
                 neurons.neuron_view(ckpt, models[net], net, test, acts[net], layer, i, args.top)
-                for net in neurons.NETWORKS
+                for net in nets
             ]
             figures.save_figure(
                 neurons.contact_sheet(views), out / "sheets" / f"{layer}_{i:04d}", formats
@@ -380,8 +396,8 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     )
     print(
         f"top-{args.top} images of {table.groupby(['layer', 'network'])['neuron'].nunique().max()} "
-        f"neurons per layer, trained and random twin, of {len(test)} test images: "
-        f"wrote {out}/neurons.csv and {n_sheets} contact sheets in {out}/sheets"
+        f"neurons per layer, trained and the {args.twin} random twin, of {len(test)} test "
+        f"images: wrote {out}/neurons.csv and {n_sheets} contact sheets in {out}/sheets"
     )
     return 0
 

@@ -14,9 +14,10 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import parse_rotations
 from rotviz.distributed import is_main
 from rotviz.errors import RotvizError
-from rotviz.nets.batchnorm import DEFAULT_N_IMAGES, DEFAULT_TWIN, TWINS
+from rotviz.nets.batchnorm import DEFAULT_N_IMAGES
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.store import CheckpointStore, default_store, load_checkpoint
+from rotviz.nets.twin import DEFAULT_TWIN, TWINS
 from rotviz.runtime import RunConfig, Runtime
 from rotviz.training.pipeline import load_split, recalibrate, stored_epochs, train_or_load
 
@@ -134,7 +135,8 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
         choices=TWINS,
         default=DEFAULT_TWIN,
         help="the random twin compared with: calibrated (BatchNorm statistics recomputed on the "
-        "training images, default) or initial (as initialised, the study's baseline)",
+        "network's own training images, else on the --dataset ones with a warning; default) or "
+        "initial (as initialised, the study's baseline)",
     )
     add_run_options(g)
     add_store_option(g)

@@ -1,4 +1,4 @@
-"""Precise BatchNorm statistics, the train/eval statistics gap, and the two random twins.
+"""Precise BatchNorm statistics and the train/eval statistics gap (the twins: rotviz.nets.twin).
 
 BatchNorm running statistics are an exponential average (momentum 0.1) of batch statistics
 taken while the weights move; after a short or fast run they lag far behind the weights (a
@@ -24,18 +24,10 @@ from rotviz import distributed
 from rotviz.data.rotation import normalize, rotation_batch
 from rotviz.errors import RotvizError
 from rotviz.nets.evaluate import rotation_accuracy
-from rotviz.nets.models import RotationNet, random_twin
 
 DEFAULT_N_IMAGES = 2000  # images (each at every rotation) the statistics are averaged over
 DEFAULT_BATCH_SIZE = 32  # images per batch, the training default
 GAP_WARN_POINTS = 10.0  # warn when batch- and running-statistics accuracies differ by more
-
-TWINS = ("initial", "calibrated")
-TWIN_NAMES = {
-    "initial": "random (initial statistics)",
-    "calibrated": "random (calibrated statistics)",
-}
-DEFAULT_TWIN = "calibrated"
 
 
 @dataclass(frozen=True)
@@ -210,29 +202,3 @@ def statistics_warning(
         f"BatchNorm statistics gap: {acc_batch:.1%} with batch statistics vs {acc_running:.1%} "
         f"in eval mode ({gap:+.1f} points); recompute them with --precise-bn"
     )
-
-
-def make_twin(
-    model: RotationNet,
-    seed: int,
-    kind: str,
-    train_images: np.ndarray | None,
-    rotations: Sequence[int],
-    device: torch.device,
-    n_images: int | None = DEFAULT_N_IMAGES,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> RotationNet:
-    """The untrained twin (same architecture and seed) in eval mode, on device.
-
-    kind "initial": BatchNorm statistics as initialised (mean 0, variance 1), the study's
-    baseline. kind "calibrated": statistics recomputed on train_images with precise_bn
-    exactly as for the trained network; the weights stay the initial ones.
-    """
-    if kind not in TWINS:
-        raise RotvizError(f"random twin {kind!r}: choose one of {', '.join(TWINS)}")
-    twin = random_twin(model, seed).to(device)
-    if kind == "calibrated":
-        if train_images is None:
-            raise RotvizError("the calibrated random twin needs the training images")
-        precise_bn(twin, train_images, rotations, device, n_images, batch_size, seed)
-    return twin.eval()

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from rotviz.config import ALL_ROTATIONS, IMAGE_SIZE, DataConfig, TrainConfig, bundled
-from rotviz.nets.models import RotationNet, random_twin
+from rotviz.errors import RotvizError
+from rotviz.nets.models import RotationNet
 
 SHIPPED_STORE = bundled("checkpoints")  # the networks that ship with rotviz (read-only)
+# the networks whose test metrics a card records, each with the name older cards give it
+CARD_NETWORKS = {"trained": "trained", "initial": "random", "calibrated": "random_calibrated"}
 
 
 @dataclass
@@ -198,9 +201,9 @@ class Card:
         return str(self.raw.get("command", ""))
 
     def test_accuracy(self, network: str = "trained") -> float | None:
-        """Test rotation accuracy (a fraction) recorded at training time: "trained", "random"
-        (the twin with initial BatchNorm statistics) or "random_calibrated"."""
-        value = self.raw.get("metrics", {}).get("test", {}).get(network, {}).get("accuracy")
+        """Test rotation accuracy (a fraction) recorded at training time: "trained", "initial"
+        (the twin with initial BatchNorm statistics) or "calibrated"."""
+        value = (self.test_eval(network) or {}).get("accuracy")
         return float(value) if isinstance(value, (int, float)) else None
 
     @property
@@ -214,8 +217,14 @@ class Card:
         return self.raw.get("train_accuracy")
 
     def test_eval(self, network: str = "trained") -> dict[str, Any] | None:
-        """The recorded test evaluation (accuracy, per rotation, confusion) of one network."""
-        return self.raw.get("metrics", {}).get("test", {}).get(network)
+        """The recorded test evaluation (accuracy, per rotation, confusion) of one network:
+        "trained", "initial" or "calibrated" (older cards name the twins "random" and
+        "random_calibrated": read too)."""
+        if network not in CARD_NETWORKS:
+            raise RotvizError(f"network {network!r}: choose one of {', '.join(CARD_NETWORKS)}")
+        test = self.raw.get("metrics", {}).get("test", {})
+        found = test.get(network)
+        return found if found is not None else test.get(CARD_NETWORKS[network])
 
     @property
     def dataset_fingerprint(self) -> str:
@@ -270,7 +279,3 @@ class Checkpoint:
     @property
     def recipe(self) -> Recipe:
         return self.card.recipe
-
-    def random_twin(self) -> RotationNet:
-        """The untrained baseline of this network: same architecture, rotations and seed."""
-        return random_twin(self.model, self.train_config.seed)

@@ -107,18 +107,17 @@ def accuracy_comparison(
     checkpoints: Sequence[Checkpoint],
     images: np.ndarray,
     runtime: RuntimeLike = "auto",
-    twins: Sequence[nn.Module] | None = None,
+    *,
+    twins: Sequence[nn.Module],
 ) -> tuple[Comparison, dict[str, list[float]]]:
     """Rotation accuracy of trained networks vs their random twins on the same test images.
 
     checkpoints: one per training seed of the same recipe (one is the usual case); twins: their
-    random twins (default: initial BatchNorm statistics; rotviz.training.pipeline.random_twin_of builds
-    either kind). Each image is one bootstrap unit: its correctness averaged over rotations and
+    random twins, one each (rotviz.nets.twin.random_twin_of makes them). Each image is one bootstrap unit: its correctness averaged over rotations and
     seeds. Returns the paired comparison (intervals, difference, Wilcoxon p) and each seed's
     accuracy per network.
     """
     runtime = as_runtime(runtime)
-    twins = list(twins) if twins is not None else [c.random_twin() for c in checkpoints]
     per_image: dict[str, list[np.ndarray]] = {"trained": [], "random": []}
     for ckpt, twin in zip(checkpoints, twins, strict=True):
         nets = {"trained": ckpt.model, "random": twin}

@@ -136,10 +136,5 @@ def build_model(name: str, rotations: int | Sequence[int] = 4, seed: int = 0) ->
     return model
 
 
-def random_twin(model: RotationNet, seed: int) -> RotationNet:
-    """The untrained baseline: same architecture and rotations, same seed, initial weights, eval mode."""
-    return build_model(model.name, model.rotations, seed).eval()
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

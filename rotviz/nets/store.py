@@ -500,7 +500,7 @@ def cards_table(cards: list[Card]) -> pd.DataFrame:
     """One row per checkpoint: its recipe, test rotation accuracy (%) trained and random, images."""
     rows = []
     for c in cards:
-        acc_t, acc_r = c.test_accuracy("trained"), c.test_accuracy("random")
+        acc_t, acc_r = c.test_accuracy("trained"), c.test_accuracy("initial")
         rows.append(
             {
                 "checkpoint": c.name,

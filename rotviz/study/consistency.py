@@ -20,6 +20,7 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import random_twin_of
 from rotviz.runtime import RuntimeLike
 from rotviz.scores.similarity import spearman_similarity, top_intersection
 from rotviz.scores.stats import Comparison, compare_paired
@@ -93,12 +94,12 @@ def consistency_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rotation consistency of a checkpoint's network and its random twin on uint8 images (N, 3, S, S).
 
-    twin: the random twin (rotviz.training.pipeline.random_twin_of; default the initial one). Returns
+    twin: the random twin (rotviz.nets.twin.random_twin_of; default the calibrated one). Returns
     the per-image rows (column "network": trained | random) and the table: one row per
     measure with trained, random, difference ("mean [95% CI]", unscaled) and p (Wilcoxon);
     numeric intervals in table.attrs["numbers"].
     """
-    twin = twin if twin is not None else checkpoint.random_twin()
+    twin = twin if twin is not None else random_twin_of(checkpoint, runtime=runtime)
     rows = {
         net: consistency_rows(model, images, sal, runtime, rotations)
         for net, model in (("trained", checkpoint.model), ("random", twin))

@@ -19,10 +19,10 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.records import Dataset
 from rotviz.data.rotation import parse_rotations
 from rotviz.errors import RotvizError
-from rotviz.nets.batchnorm import DEFAULT_TWIN, TWIN_NAMES, TWINS
 from rotviz.nets.evaluate import accuracy_comparison
 from rotviz.nets.models import STUDY_MODELS
 from rotviz.nets.store import CheckpointStore
+from rotviz.nets.twin import DEFAULT_TWIN, TWIN_NAMES, TWINS, describe_twin, random_twin_of
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.scores.baselines import BASELINE_NAMES, SCALE_FREE
 from rotviz.scores.metrics import parse_threshold
@@ -35,7 +35,7 @@ from rotviz.study.goodness import (
     goodness_run,
     reach_note,
 )
-from rotviz.training.pipeline import load_split, random_twin_of, train_or_load
+from rotviz.training.pipeline import load_split, train_or_load
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,9 @@ def accuracy_table(
             if len(test) == 0:
                 raise RotvizError(f"{ds}: the test split is empty, nothing to evaluate")
             twins = [random_twin_of(c, study.twin, runtime, data) for c in ckpts]
-            cmp, seeds = accuracy_comparison(ckpts, test.images, runtime, twins)
+            for twin in twins:
+                log(describe_twin(twin))
+            cmp, seeds = accuracy_comparison(ckpts, test.images, runtime, twins=twins)
             shown, nums = _interval_rows(cmp, seeds)
             for row, text in shown.items():
                 cells.setdefault((ds, row), {})[model] = text

@@ -21,6 +21,7 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import TWIN_NAMES, random_twin_of, twin_calibration
 from rotviz.runtime import RuntimeLike
 from rotviz.scores.baselines import SCALE_FREE, baseline_comparison, baseline_rows, baseline_summary
 from rotviz.scores.metrics import (
@@ -150,19 +151,25 @@ def goodness_run(
     progress: Callable[[int, int], None] | None = None,
     maps: tuple[np.ndarray, np.ndarray] | None = None,
     twin: RotationNet | None = None,
-    twin_name: str = "random (initial statistics)",
+    twin_name: str | None = None,
 ) -> GoodnessRun:
     """Maps, per-image Q and the summary for one checkpoint on one preprocessed split.
 
     maps: (trained, random) from ``checkpoint_maps`` on split.images when the caller has them
     already (the app keeps them to rescore at other thresholds). twin: the random twin
-    (rotviz.training.pipeline.random_twin_of; default the initial one), named in the summary. Under torchrun the maps are
-    computed sharded and gathered, so every rank returns the whole run, equal to a
-    single-process one; only rank 0 should write it out.
+    (rotviz.nets.twin.random_twin_of; default the calibrated one, on the network's own
+    training images), named in the summary (twin_name, default its kind's name) with how it
+    was calibrated. Under torchrun the maps are computed sharded and gathered, so every rank
+    returns the whole run, equal to a single-process one; only rank 0 should write it out.
     """
+    if maps is None and twin is None:
+        twin = random_twin_of(checkpoint, runtime=runtime)
     maps_t, maps_r = maps or checkpoint_maps(
         checkpoint, split.images, sal, runtime, twin=twin, progress=progress
     )
+    calibration = None if twin is None else twin_calibration(twin)
+    if twin_name is None:
+        twin_name = TWIN_NAMES[calibration.twin] if calibration else "random twin"
     masks = split_box_masks(split, keep_categories, include_crowd)
     rows = score_rows(split, maps_t, maps_r, masks, threshold)
     summary = summarize(rows)
@@ -177,6 +184,7 @@ def goodness_run(
         include_crowd=include_crowd,
         warning=method_warning(checkpoint.model, sal.method),
         twin=twin_name,
+        twin_calibration=calibration.describe() if calibration else None,
     )
     if summary["n_scored"]:
         _, summary["baseline_flag"] = baseline_comparison(baselines)

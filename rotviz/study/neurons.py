@@ -37,30 +37,18 @@ from rotviz.data.rotation import normalize, rotate
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import trained_or_twin, twin_calibration
 from rotviz.report import figures
 from rotviz.study.probe import network_key, split_features
-from rotviz.training.pipeline import random_twin_of
 
 LAYERS = ("embedding", "rotation")
-NETWORKS = ("trained", "random")  # a contact sheet's rows: the trained net, its initial twin
-# what the browser can show: also the twin with calibrated BatchNorm statistics
-NETWORK_CHOICES = ("trained", "random_calibrated", "random")
+# what the browser can show: the trained network or one of its twins (rotviz.nets.twin)
+NETWORK_CHOICES = ("trained", "calibrated", "initial")
 SORT_KEYS = ("neuron", "mean", "selectivity")
 TOP_K = 9
 PAGE_SIZE = 12
 
 Progress = Callable[[int, int], None]
-
-
-def network_model(checkpoint: Checkpoint, network: str) -> RotationNet:
-    """The trained network of a checkpoint or its random twin (the one place a twin is made here)."""
-    if network == "trained":
-        return checkpoint.model
-    if network == "random":
-        return checkpoint.random_twin()
-    if network == "random_calibrated":
-        return random_twin_of(checkpoint, "calibrated")
-    raise RotvizError(f"network {network!r}: choose one of {', '.join(NETWORK_CHOICES)}")
 
 
 def _check_layer(layer: str) -> None:
@@ -100,12 +88,13 @@ def activations(
     """Activations (N, n) of every image of a split: embedding features (float32) or, per
     rotation neuron j, log p(j) of the image turned by rotations[j] (float64); disk-cached.
 
-    model: the network if the caller holds it already (else ``network_model``).
+    network: "trained", "initial" or "calibrated"; model: that network if the caller holds
+    it already (else made by rotviz.nets.twin.trained_or_twin).
     progress(done, total) is called only while features are computed, not when cached.
     """
     _check_layer(layer)
-    model = network_model(checkpoint, network) if model is None else model
-    key = network_key(checkpoint, network)
+    model = trained_or_twin(checkpoint, network) if model is None else model
+    key = network_key(checkpoint, network, twin_calibration(model))
     if layer == "embedding":
         return split_features(model, split, key, device, cache_dir, progress=progress)
     rotations = checkpoint.train_config.rotations

@@ -41,6 +41,7 @@ from rotviz.data.rotation import normalize, rotate
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import NETWORKS, TwinCalibration, random_twin_of, twin_calibration
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.scores.stats import (
     Interval,
@@ -238,20 +239,24 @@ def feature_cache_dir() -> Path:
     return base / "features"
 
 
-def network_key(checkpoint: Checkpoint, network: str, twin: str = "initial") -> str:
-    """Identity of the trained network or its random twin (of that kind), for the feature cache."""
+def network_key(
+    checkpoint: Checkpoint, network: str, calibration: TwinCalibration | None = None
+) -> str:
+    """Identity of the trained network or its random twin ("initial" / "calibrated"), for the
+    feature cache; calibration: how the twin was calibrated (rotviz.nets.twin.twin_calibration)."""
     card = checkpoint.card
     if network == "trained":
         return stable_hash("trained", card.key, card.weights_sha256)
-    if network == "random_calibrated":
-        network, twin = "random", "calibrated"
-    if network == "random":
-        cfg = checkpoint.train_config
-        if twin == "initial":
-            return stable_hash("random", cfg.model, len(cfg.rotations), cfg.seed)
+    cfg = checkpoint.train_config
+    if network == "initial":
+        return stable_hash("random", cfg.model, len(cfg.rotations), cfg.seed)
+    if network == "calibrated":
         # calibrated statistics depend on the training images, hence on the checkpoint's data
-        return stable_hash("random", twin, cfg.model, card.key)
-    raise RotvizError(f"network {network!r}: choose trained or random")
+        key = stable_hash("random", network, cfg.model, card.key)
+        if calibration is not None and not calibration.own:  # calibrated on other images
+            return stable_hash(key, calibration.dataset, calibration.n_images)
+        return key
+    raise RotvizError(f"network {network!r}: choose one of {', '.join(NETWORKS)}")
 
 
 @torch.no_grad()
@@ -532,15 +537,15 @@ def probe_run(
     cache_dir: Path | None = None,
     log: Log = lambda _: None,
     twin: RotationNet | None = None,
-    twin_kind: str = "initial",
 ) -> pd.DataFrame:
     """Per test image, network, method and label fraction: whether the prediction is right.
 
-    twin: the random twin to probe beside the trained network (rotviz.training.pipeline.random_twin_of;
-    default the one with initial BatchNorm statistics), of kind twin_kind.
+    twin: the random twin to probe beside the trained network (rotviz.nets.twin.random_twin_of;
+    default the calibrated one, on the network's own training images).
 
     Columns: seed (the checkpoint's training seed), network (trained / random), method
-    (linear / knn / finetune-K), fraction, image (test index), file, correct, c.
+    (linear / knn / finetune-K), fraction, image (test index), file, correct, c,
+    twin_calibration (which images calibrated the twin, on its rows).
     probe_seed (default: the training seed) draws the label subsets and the fine-tuning.
     """
     runtime = as_runtime(runtime)
@@ -549,15 +554,22 @@ def probe_run(
     pseed = seed if probe_seed is None else probe_seed
     y_train, y_test = td.y_train, td.y_test
     files = td.ids("test")
-    nets = {"trained": checkpoint.model, "random": twin or checkpoint.random_twin()}
+    twin = twin if twin is not None else random_twin_of(checkpoint, runtime=runtime)
+    nets = {"trained": checkpoint.model, "random": twin}
+    calibration = twin_calibration(twin)
+    keys = {
+        "trained": network_key(checkpoint, "trained"),
+        "random": network_key(
+            checkpoint, calibration.twin if calibration else "initial", calibration
+        ),
+    }
+    said = {"trained": "", "random": calibration.describe() if calibration else ""}
     images_train = images_test = None
     if unfreeze_last is not None:
         images_train, images_test = td.images("train"), td.images("test")
     frames = []
     for network, model in nets.items():
-        x_train, x_test = task_features(
-            model, td, network_key(checkpoint, network, twin_kind), device, cache_dir
-        )
+        x_train, x_test = task_features(model, td, keys[network], device, cache_dir)
         for fraction in fractions:
             sub = label_subset(y_train, fraction, pseed)
             fits = [
@@ -596,6 +608,7 @@ def probe_run(
                             "file": files,
                             "correct": correct,
                             "c": fit.c,
+                            "twin_calibration": said[network],
                         }
                     )
                 )

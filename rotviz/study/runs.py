@@ -13,9 +13,15 @@ import pandas as pd
 
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig, TrainConfig
-from rotviz.nets.batchnorm import DEFAULT_TWIN, TWIN_NAMES
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.store import CheckpointStore, checkpoint_key, checkpoint_name
+from rotviz.nets.twin import (
+    DEFAULT_TWIN,
+    TWIN_NAMES,
+    TwinCalibration,
+    describe_twin,
+    random_twin_of,
+)
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.scores.metrics import parse_threshold
 from rotviz.study.consistency import consistency_table
@@ -31,7 +37,7 @@ from rotviz.study.probe import (
     task_data,
 )
 from rotviz.study.sanity import SanityReport, sanity_report, shuffled_config
-from rotviz.training.pipeline import load_split, random_twin_of, train_or_load
+from rotviz.training.pipeline import load_split, train_or_load
 
 Log = Callable[[str], None]
 
@@ -57,7 +63,8 @@ def run_probe(
 ) -> tuple[pd.DataFrame, pd.DataFrame, TaskData]:
     """(per-image rows, numbers, task data) of the probe for every training seed (trains what the
     store lacks); with checkpoint, of that one network only (seeds and train_cfg unused).
-    twin: which random twin each network is compared with (rotviz.nets.batchnorm.TWINS)."""
+    twin: which random twin each network is compared with (rotviz.nets.twin.TWINS), calibrated
+    by rotviz.nets.twin's rule (said in the log)."""
     runtime = as_runtime(runtime)
     td = task_data(data, task, min_images)
     log(
@@ -73,7 +80,8 @@ def run_probe(
                 data, dataclasses.replace(train_cfg, seed=seed), store, runtime, log=log
             ).checkpoint
         )
-        own = data if data.dataset == ckpt.card.dataset else None
+        twin_model = random_twin_of(ckpt, twin, runtime, data)
+        log(describe_twin(twin_model))
         frames.append(
             probe_run(
                 ckpt,
@@ -83,8 +91,7 @@ def run_probe(
                 unfreeze_last,
                 finetune or FinetuneConfig(),
                 log=log,
-                twin=random_twin_of(ckpt, twin, runtime, own, fallback=data),
-                twin_kind=twin,
+                twin=twin_model,
             )
         )
     per_image = pd.concat(frames, ignore_index=True)
@@ -101,11 +108,13 @@ def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint
 
 @dataclasses.dataclass
 class SanityRun:
-    """The checkpoint checked, one report per neuron set, and the test images' ids."""
+    """The checkpoint checked, one report per neuron set, the test images' ids, and which
+    images calibrated the twin compared (rotviz.nets.twin's rule)."""
 
     checkpoint: Checkpoint
     reports: dict[str, SanityReport]
     ids: list[str]
+    twin_calibration: TwinCalibration
 
 
 def run_sanity(
@@ -143,6 +152,7 @@ def run_sanity(
     thr = parse_threshold(threshold) if threshold else None
     ids = [r.relpath for r in test.records[:n]]
     calibrated = random_twin_of(ckpt, "calibrated", runtime, data)
+    log(describe_twin(calibrated))
     reports = {}
     for neurons in neuron_sets:
         sal = SaliencyConfig(neurons=neurons, rotations=ckpt.rotations, **sal_kwargs)
@@ -158,7 +168,7 @@ def run_sanity(
             ids,
             calibrated_twin=calibrated,
         )
-    return SanityRun(ckpt, reports, ids)
+    return SanityRun(ckpt, reports, ids, calibrated.calibration)
 
 
 def probe_and_sanity_tables(
@@ -240,6 +250,7 @@ def probe_and_sanity_tables(
                 ckpt = train_or_load(data, study.train_config(model), store, runtime, log=log)
                 log(f"consistency: {ds} {model}, {len(images)} test images")
                 twin = random_twin_of(ckpt.checkpoint, study.twin, runtime, data)
+                log(describe_twin(twin))
                 _, table = consistency_table(ckpt.checkpoint, images, sal, runtime, twin)
                 table.attrs["twin"] = TWIN_NAMES[study.twin]
                 tables[f"consistency {ds} {model}"] = table

@@ -26,7 +26,8 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
-from rotviz.nets.models import RotationNet, random_twin
+from rotviz.nets.models import RotationNet
+from rotviz.nets.twin import TwinCalibration, random_twin_of, twin_calibration
 from rotviz.runtime import RuntimeLike
 from rotviz.scores.metrics import Threshold, goodness
 from rotviz.scores.similarity import (
@@ -35,6 +36,10 @@ from rotviz.scores.similarity import (
     similarity_rows,
 )
 from rotviz.scores.stats import bootstrap_interval, format_interval, wilcoxon_p
+
+INITIAL_COMPARISON = "trained vs random twin (initial statistics)"
+CALIBRATED_COMPARISON = "trained vs random twin (calibrated statistics)"
+
 
 # --------------------------------------------------------------------------- maps
 
@@ -45,13 +50,15 @@ def block_names(model: RotationNet) -> list[str]:
     return [f"block {i + 1}" for i in range(n - 1)] + ["head"]
 
 
-def cascading_models(model: RotationNet, seed: int) -> Iterator[tuple[int, str, RotationNet]]:
+def cascading_models(
+    model: RotationNet, twin: RotationNet
+) -> Iterator[tuple[int, str, RotationNet]]:
     """(n_randomised, last block randomised, model) for n = 0..L: the top n blocks re-initialised.
 
-    Step n re-initialises blocks()[-n:] (head first) to the random twin's initial weights
-    and buffers; n = L equals the random twin. The input model is left unchanged.
+    Step n re-initialises blocks()[-n:] (head first) to the weights and buffers of twin, the
+    initial random twin (rotviz.nets.twin.random_twin_of(..., "initial")); n = L equals it.
+    The input model is left unchanged.
     """
-    twin = random_twin(model, seed)
     names = block_names(model)
     current = copy.deepcopy(model).eval()
     yield 0, "none", current
@@ -87,11 +94,11 @@ def cascading_randomization(
     thresholded map with masks (N, S, S) when masks and threshold are given (else NaN).
     """
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
-    seed = checkpoint.train_config.seed
     n_steps = len(checkpoint.model.blocks()) + 1
     reference = None
     frames, kept = [], []
-    for n, name, model in cascading_models(checkpoint.model, seed):
+    initial = random_twin_of(checkpoint, "initial", runtime)
+    for n, name, model in cascading_models(checkpoint.model, initial):
         (maps,) = network_maps(model, images, sal, runtime)
         if reference is None:
             reference = maps
@@ -186,11 +193,12 @@ def model_randomization(
     sal: SaliencyConfig,
     runtime: RuntimeLike = "auto",
     image_ids: Sequence[object] | None = None,
+    twin: RotationNet | None = None,
 ) -> pd.DataFrame:
-    """Per-image similarity of the trained map and its random twin's."""
-    return compare_models(
-        checkpoint.model, checkpoint.random_twin(), images, sal, runtime, image_ids
-    )
+    """Per-image similarity of the trained map and its random twin's (default: the calibrated
+    twin, rotviz.nets.twin.random_twin_of)."""
+    twin = twin if twin is not None else random_twin_of(checkpoint, runtime=runtime)
+    return compare_models(checkpoint.model, twin, images, sal, runtime, image_ids)
 
 
 def data_randomization(
@@ -275,8 +283,9 @@ def sanity_report(
     """Model, cascading and (with shuffled) data randomisation on uint8 images (N, 3, S, S).
 
     The cascade ends in the random twin with initial BatchNorm statistics; calibrated_twin
-    (rotviz.training.pipeline.random_twin_of(..., "calibrated")) adds the comparison with the twin
-    whose statistics were recomputed on the training images.
+    (rotviz.nets.twin.random_twin_of(..., "calibrated")) adds the comparison with the twin
+    whose statistics were recomputed on training images. The numbers' twin_calibration
+    column says which images calibrated each twin compared.
     """
     cascade = cascading_randomization(
         checkpoint, images, sal, runtime, masks, threshold, image_ids, keep_maps, progress
@@ -284,12 +293,12 @@ def sanity_report(
     last = cascade.rows["step"].max()
     # the fully randomised step is the random twin: reuse its rows (no second pass)
     frames = {
-        "trained vs random twin (initial statistics)": cascade.rows[cascade.rows["step"] == last][
+        INITIAL_COMPARISON: cascade.rows[cascade.rows["step"] == last][
             ["image", *MEASURES]
         ].reset_index(drop=True)
     }
     if calibrated_twin is not None:
-        frames["trained vs random twin (calibrated statistics)"] = compare_models(
+        frames[CALIBRATED_COMPARISON] = compare_models(
             checkpoint.model, calibrated_twin, images, sal, runtime, image_ids
         )
     if shuffled is not None:
@@ -297,6 +306,11 @@ def sanity_report(
             checkpoint, shuffled, images, sal, runtime, image_ids
         )
     table, numbers = similarity_table(frames)
+    initial = TwinCalibration("initial", checkpoint.data_config.dataset)
+    calibrations = {INITIAL_COMPARISON: initial.describe()}
+    if calibrated_twin is not None and (c := twin_calibration(calibrated_twin)) is not None:
+        calibrations[CALIBRATED_COMPARISON] = c.describe()
+    numbers["twin_calibration"] = numbers["comparison"].map(calibrations)
     return SanityReport(frames, table, numbers, cascade, cascade_summary(cascade.rows))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,22 +17,20 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.datasets import dataset_fingerprint, load_dataset
 from rotviz.data.preprocess import PreparedSplit, prepare_split
 from rotviz.data.records import Dataset
-from rotviz.data.splits import load_split
+from rotviz.data.splits import load_split  # noqa: F401  (callers import it from here)
 from rotviz.errors import RotvizError
 from rotviz.nets.batchnorm import (
     DEFAULT_N_IMAGES,
-    DEFAULT_TWIN,
-    TWINS,
-    make_twin,
     precise_bn,
     sample_indices,
     statistics_gap,
     statistics_warning,
 )
-from rotviz.nets.checkpoint import Checkpoint, TrainState
-from rotviz.nets.evaluate import RotationEval, rotation_accuracy
-from rotviz.nets.models import build_model, random_twin
+from rotviz.nets.checkpoint import Card, Checkpoint, TrainState
+from rotviz.nets.evaluate import rotation_accuracy
+from rotviz.nets.models import build_model
 from rotviz.nets.store import CheckpointStore, checkpoint_key, checkpoint_name, new_card
+from rotviz.nets.twin import random_twin_of
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.training.loop import StepProgress, check_run, check_world, train
 from rotviz.training.runlog import RunLog, run_dir
@@ -229,13 +226,18 @@ def train_or_load(
             model, train_split.images, train_cfg, runtime, precise_bn, log
         )
         test_split = _split(ds, data, "test", cache_dir)
-        trained_eval, random_eval = evaluate_pair(model, test_split, train_cfg, runtime)
-        calibrated = make_twin(
-            model, train_cfg.seed, "calibrated", train_split.images, train_cfg.rotations, device
-        )
-        calibrated_eval = rotation_accuracy(
-            calibrated, test_split.images, train_cfg.rotations, runtime
-        )
+        trained = Checkpoint(model, Card(card), store.root / name)
+        nets = {
+            "trained": model,
+            "initial": random_twin_of(trained, "initial", runtime),
+            "calibrated": random_twin_of(
+                trained, "calibrated", runtime, train_images=train_split.images
+            ),
+        }
+        evals = {
+            network: rotation_accuracy(net, test_split.images, train_cfg.rotations, runtime)
+            for network, net in nets.items()
+        }
         gap = train_statistics(model, train_split.images, train_cfg, runtime)
         if main:
             card.update(
@@ -243,20 +245,15 @@ def train_or_load(
                 history=[vars(h) for h in state.history],
                 n_test_images=len(test_split),
                 train_accuracy=gap,
-                metrics={
-                    "test": {
-                        "trained": trained_eval.to_dict(),
-                        "random": random_eval.to_dict(),
-                        "random_calibrated": calibrated_eval.to_dict(),
-                    }
-                },
+                twin_calibration=nets["calibrated"].calibration.to_dict(),
+                metrics={"test": {network: ev.to_dict() for network, ev in evals.items()}},
             )
             card.pop("optimizer", None)
             path = store.write(name, model.cpu(), card, half=half)
             log(
-                f"saved {path}: test rotation accuracy {trained_eval.accuracy:.1%} "
-                f"(random twin {random_eval.accuracy:.1%} with initial BatchNorm statistics, "
-                f"{calibrated_eval.accuracy:.1%} calibrated); training images in eval mode "
+                f"saved {path}: test rotation accuracy {evals['trained'].accuracy:.1%} "
+                f"(random twin {evals['initial'].accuracy:.1%} with initial BatchNorm statistics, "
+                f"{evals['calibrated'].accuracy:.1%} calibrated); training images in eval mode "
                 f"{gap['running_statistics']:.1%} ({gap['n_images']} images)"
             )
             if gap["warning"]:
@@ -323,68 +320,3 @@ def train_statistics(
         "batch_statistics": acc_batch,
         "warning": statistics_warning(acc_batch, acc_running),
     }
-
-
-def random_twin_of(
-    checkpoint: Checkpoint,
-    kind: str = DEFAULT_TWIN,
-    runtime: RuntimeLike = "auto",
-    data: DataConfig | None = None,
-    fallback: DataConfig | None = None,
-) -> torch.nn.Module:
-    """The checkpoint's random twin: "initial" (BatchNorm statistics as initialised, the study's
-    baseline) or "calibrated" (statistics recomputed on its training images, weights initial).
-
-    data: where the network's training images are on this machine (default: its card's
-    paths). fallback: other images to calibrate on when those are not here (a network applied
-    to another dataset); that is said in a warning, never done silently.
-    """
-    if kind not in TWINS:
-        raise RotvizError(f"random twin {kind!r}: choose one of {', '.join(TWINS)}")
-    if kind == "initial":
-        return checkpoint.random_twin()
-    trained_on = checkpoint.data_config
-    own = dataclasses.replace(
-        data or trained_on, image_size=trained_on.image_size, resize=trained_on.resize
-    )
-    try:
-        _, train_split = load_split(own, "train")
-    except RotvizError as err:
-        if fallback is None:
-            raise RotvizError(
-                f"the calibrated random twin needs the network's training images ({err}); "
-                "give the dataset's path, or compare with the initial twin (--twin initial)"
-            ) from err
-        warnings.warn(
-            f"the {trained_on.dataset} training images of {checkpoint.name} are not on this "
-            f"machine: its calibrated random twin takes its BatchNorm statistics from the "
-            f"{fallback.dataset} training images instead",
-            UserWarning,
-            stacklevel=2,
-        )
-        fallback = dataclasses.replace(
-            fallback, image_size=trained_on.image_size, resize=trained_on.resize
-        )
-        _, train_split = load_split(fallback, "train")
-    return make_twin(
-        checkpoint.model,
-        checkpoint.train_config.seed,
-        "calibrated",
-        train_split.images,
-        checkpoint.rotations,
-        as_runtime(runtime).device,
-    )
-
-
-def evaluate_pair(
-    model: torch.nn.Module,
-    split: PreparedSplit,
-    train_cfg: TrainConfig,
-    runtime: RuntimeLike = "auto",
-) -> tuple[RotationEval, RotationEval]:
-    """Rotation accuracy of the trained model and of its random twin on the same images (sharded under torchrun)."""
-    twin = random_twin(model, train_cfg.seed)
-    return (
-        rotation_accuracy(model, split.images, train_cfg.rotations, runtime),
-        rotation_accuracy(twin, split.images, train_cfg.rotations, runtime),
-    )
