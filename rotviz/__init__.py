@@ -6,7 +6,7 @@ The public API, enough for a notebook::
     ckpt = rotviz.load_checkpoint("demo-six_layer-e15-7b67db4588efa351")  # shipped
     _, test = rotviz.load_split(ckpt.data_config, "test")
     run = rotviz.goodness_run(ckpt, test, rotviz.SaliencyConfig(aggregate="none"), rotviz.Absolute(8e-4))
-    print(run.summary["mean_q_trained"], run.summary["mean_q_random"])
+    print(run.summary.trained.mean_q, run.summary.random.mean_q)
 """
 
 import importlib

@@ -17,19 +17,21 @@ from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card, Checkpoint
 from rotviz.nets.models import build_model, random_twin
-from rotviz.study.sanity import (
+from rotviz.report.figures import cascading_figure
+from rotviz.scores.similarity import (
     MEASURES,
     cascade_summary,
-    cascading_figure,
-    cascading_models,
-    cascading_randomization,
-    data_randomization,
-    image_sanity,
     map_similarities,
     similarity_rows,
     spearman_similarity,
     ssim_similarity,
     top_intersection,
+)
+from rotviz.study.sanity import (
+    cascading_models,
+    cascading_randomization,
+    data_randomization,
+    image_sanity,
 )
 
 CPU = torch.device("cpu")

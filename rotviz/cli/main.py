@@ -39,12 +39,13 @@ from rotviz.nets.evaluate import rotation_accuracy
 from rotviz.nets.models import STUDY_MODELS
 from rotviz.nets.store import cards_table
 from rotviz.report import figures
-from rotviz.report.tables import FORMATS, format_table, percent
+from rotviz.report.tables import FORMATS, format_table
 from rotviz.runtime import as_runtime
 from rotviz.scores.metrics import parse_threshold
 from rotviz.scores.published import default_threshold
+from rotviz.scores.stats import percent
 from rotviz.study import neurons
-from rotviz.study.consistency import consistency_table
+from rotviz.study.consistency import consistency_run
 from rotviz.study.files import (
     Study,
     accuracy_table,
@@ -52,7 +53,8 @@ from rotviz.study.files import (
     load_study,
     resolve_categories,
 )
-from rotviz.study.goodness import goodness_baselines, goodness_run, sweeps
+from rotviz.study.goodness import goodness_run
+from rotviz.study.results import goodness_baselines, sweeps
 from rotviz.study.runs import probe_and_sanity_tables
 from rotviz.training.pipeline import (
     load_split,
@@ -231,8 +233,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         not distributed.is_main()
     ):  # the maps were gathered: rank 0 writes exactly a single run's files
         return 0
-    if run.summary["warning"]:
-        log(f"warning: {run.summary['warning']}")
+    if run.summary.warning:
+        log(f"warning: {run.summary.warning}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +250,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
             masks=run.masks,
             files=np.array([r.relpath for r in test.records]),
         )
-    sweep = sweeps(run) if run.summary["n_scored"] else None
+    sweep = sweeps(run) if run.summary.n_scored else None
     if sweep is not None:
         sweep.to_csv(out / "sweep.csv", index=False)
         fig = figures.sweep_figure(
@@ -256,7 +258,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         )
         figures.save_figure(fig, out / "sweep", formats=args.figure_formats.split(","))
     summary = {
-        **run.summary,
+        **run.summary.to_dict(),
         **where,
         "settings": {"data": vars(data), "train": vars(ckpt.train_config)},
         "card": ckpt.card.to_dict(),
@@ -285,22 +287,23 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         written += 1
     s = run.summary
     print(
-        f"mean Q (IoU of thresholded map and boxes) at {s['threshold']}: trained {fmt_pct(s['mean_q_trained'])}, "
-        f"{s['twin']} {fmt_pct(s['mean_q_random'])} over {s['n_scored']} images with boxes "
-        f"({s['n_without_boxes']} without); wrote {out}/goodness.csv, summary.json"
+        f"mean Q (IoU of thresholded map and boxes) at {s.threshold}: trained "
+        f"{percent(s.trained.mean_q, '%')}, {s.twin} {percent(s.random.mean_q, '%')} over "
+        f"{s.n_scored} images with boxes ({s.n_without_boxes} without); wrote {out}/goodness.csv, "
+        "summary.json"
         + (", sweep.*" if sweep is not None else "")
         + (", maps.npz" if args.save_maps else "")
         + (f", {written} figures" if written else "")
     )
-    for who, name in (("trained", "trained"), ("random", s["twin"])):
-        note = s[f"reach_note_{who}"]
+    for who, name in (("trained", "trained"), ("random", s.twin)):
+        net = s.network(who)
         print(
-            f"share of pixels on at {s['threshold']}, {name}: "
-            f"{fmt_pct(s[f'mean_fraction_on_{who}'])}" + (f" ({note})" if note else "")
+            f"share of pixels on at {s.threshold}, {name}: {percent(net.mean_fraction_on, '%')}"
+            + (f" ({net.reach_note})" if net.reach_note else "")
         )
     print(
         "Q at pct:95 (baselines.csv): "
-        + ", ".join(f"{r.source} {fmt_pct(r['q pct:95'])}" for _, r in base.iterrows())
+        + ", ".join(f"{r.source} {percent(r['q pct:95'], '%')}" for _, r in base.iterrows())
         + (f"; the trained network {flag}" if flag else "")
     )
     return 0
@@ -317,14 +320,15 @@ def cmd_consistency(args: argparse.Namespace) -> int:
         f"({sal.layer} layer, neurons {sal.neurons}, {sal.method})"
     )
     twin = random_twin_of(ckpt, args.twin, runtime, own_data(ckpt, data), fallback=data)
-    rows, table = consistency_table(ckpt, images, sal, runtime, twin)
+    run = consistency_run(ckpt, images, sal, runtime, twin)
+    rows, table = run.rows, run.table
     if not distributed.is_main():
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = np.array([r.relpath for r in test.records])[rows["image"].to_numpy()]
     rows.assign(file=files).to_csv(out / "consistency.csv", index=False)
-    table.attrs["numbers"].to_csv(out / "consistency_table.csv", index=False)
+    run.numbers.to_csv(out / "consistency_table.csv", index=False)
     text = format_table(table, args.format)
     (
         out / f"consistency.{dict(markdown='md', latex='tex').get(args.format, args.format)}"
@@ -370,7 +374,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
                 for net in neurons.NETWORKS
             ]
             figures.save_figure(
-                neurons.contact_sheet(views), out / "sheets" / f"{layer}_{i:04d}", formats
+                figures.contact_sheet(views), out / "sheets" / f"{layer}_{i:04d}", formats
             )
             n_sheets += 1
     table = pd.concat(tables, ignore_index=True)
@@ -384,12 +388,6 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         f"wrote {out}/neurons.csv and {n_sheets} contact sheets in {out}/sheets"
     )
     return 0
-
-
-def fmt_pct(v: float | None) -> str:
-    """0.287 -> "28.7%"; missing -> "n/a"."""
-    text = percent(v)
-    return text if text == "n/a" else f"{text}%"
 
 
 def progress_printer(what: str):

@@ -26,9 +26,9 @@ from rotviz.errors import RotvizError
 from rotviz.report import figures
 from rotviz.report.tables import FORMATS, format_table
 from rotviz.runtime import as_runtime
-from rotviz.study.probe import FinetuneConfig, chance_accuracy, label_efficiency_figure, probe_table
+from rotviz.scores.stats import percent
+from rotviz.study.probe import FinetuneConfig, probe_table
 from rotviz.study.runs import run_probe, run_sanity
-from rotviz.study.sanity import cascading_figure
 from rotviz.training.pipeline import provenance
 
 Log = Callable[[str], None]
@@ -77,7 +77,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ckpt, data = network(args, data, store, runtime)
     tcfg = ckpt.train_config if ckpt else served_train_config(args, data, store)
     seeds = [tcfg.seed] if ckpt or not args.seeds else parse_list(args.seeds, int, "--seeds")
-    per_image, numbers, td = run_probe(
+    probed = run_probe(
         data,
         tcfg,
         store,
@@ -92,32 +92,35 @@ def cmd_probe(args: argparse.Namespace) -> int:
         checkpoint=ckpt,
         twin=args.twin,
     )
+    numbers = probed.numbers
     table = probe_table(numbers)
     caption = (
-        f"Probe accuracy (%) on {data.dataset} ({td.task}, {len(td.classes)} classes, "
-        f"chance {100 * chance_accuracy(td.y_test):.1f}), mean [95% CI], seeds {seeds}"
+        f"Probe accuracy (%) on {data.dataset} ({probed.task}, {len(probed.classes)} classes, "
+        f"chance {percent(probed.chance)}), mean [95% CI], seeds {seeds}"
     )
     text = format_table(table, args.format, caption=caption)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    per_image.to_csv(out / "probe_per_image.csv", index=False)
+    probed.per_image.to_csv(out / "probe_per_image.csv", index=False)
     numbers.to_csv(out / "probe.csv", index=False)
     for fmt in FORMATS:
         ext = {"markdown": "md", "csv": "table.csv", "latex": "tex"}[fmt]
         (out / f"probe.{ext}").write_text(format_table(table, fmt, caption=caption))
-    fig = label_efficiency_figure(numbers, title=f"Label efficiency, {data.dataset} ({td.task})")
+    fig = figures.label_efficiency_figure(
+        numbers, title=f"Label efficiency, {data.dataset} ({probed.task})"
+    )
     figures.save_figure(fig, out / "label_efficiency", formats=args.figure_formats.split(","))
     (out / "probe_summary.json").write_text(
         json.dumps(
             {
-                "task": td.task,
-                "classes": td.classes,
-                "notes": td.notes,
+                "task": probed.task,
+                "classes": probed.classes,
+                "notes": probed.notes,
                 "seeds": seeds,
-                "n_train": len(td.y_train),
-                "n_test": len(td.y_test),
-                "chance": chance_accuracy(td.y_test),
+                "n_train": probed.n_train,
+                "n_test": probed.n_test,
+                "chance": probed.chance,
                 "source": provenance(ckpt, data) if ckpt else None,
                 "data": dataclasses.asdict(data),
                 "train": dataclasses.asdict(tcfg),
@@ -159,7 +162,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     for i, (neurons, rep) in enumerate(got.reports.items()):
         tag = f"neurons{i}"
         caption = (
-            f"Saliency sanity checks, {data.dataset} {got.checkpoint.name}, {args.layer} layer, "
+            f"Saliency sanity checks, {data.dataset} {got.checkpoint}, {args.layer} layer, "
             f"neurons {neurons}: similarity to the trained map, mean [95% CI] over images"
         )
         print(format_table(rep.table, args.format, caption=caption))
@@ -178,14 +181,16 @@ def cmd_sanity(args: argparse.Namespace) -> int:
         rep.cascade.rows.assign(neurons=neurons).to_csv(out / f"cascading_{tag}.csv", index=False)
         rep.cascade_table.to_csv(out / f"cascading_summary_{tag}.csv", index=False)
         figures.save_figure(
-            cascading_figure(rep.cascade.rows, title=f"Cascading randomisation, neurons {neurons}"),
+            figures.cascading_figure(
+                rep.cascade.rows, title=f"Cascading randomisation, neurons {neurons}"
+            ),
             out / f"cascading_{tag}",
             formats=formats,
         )
         for image in got.ids[: args.figures]:
             stem = Path(str(image)).stem
             figures.save_figure(
-                cascading_figure(rep.cascade.rows, image=image, title=str(image)),
+                figures.cascading_figure(rep.cascade.rows, image=image, title=str(image)),
                 out / f"cascading_{tag}_{stem}",
                 formats=formats,
             )

@@ -23,13 +23,11 @@ network's row shows its own top images.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.data.preprocess import PreparedSplit
@@ -37,8 +35,8 @@ from rotviz.data.rotation import normalize, rotate
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
-from rotviz.report import figures
 from rotviz.study.probe import network_key, split_features
+from rotviz.study.results import NeuronView
 from rotviz.training.pipeline import random_twin_of
 
 LAYERS = ("embedding", "rotation")
@@ -180,26 +178,6 @@ def top_table(
     )
 
 
-@dataclass
-class NeuronView:
-    """One neuron of one network: its top images as the network saw them, with their maps."""
-
-    layer: str
-    network: str
-    neuron: int
-    label: str
-    rows: np.ndarray  # (k,) rows of the split, highest activation first
-    values: np.ndarray  # (k,) their activations
-    images: np.ndarray  # (k, 3, S, S) uint8, turned for rotation neurons
-    maps: np.ndarray  # (k, S, S) float32 single-neuron saliency
-
-    def captions(self) -> list[str]:
-        """One caption per image: row and activation (probability for rotation neurons)."""
-        if self.layer == "rotation":
-            return [f"#{r} p={np.exp(v):.3f}" for r, v in zip(self.rows, self.values, strict=True)]
-        return [f"#{r} a={v:.3g}" for r, v in zip(self.rows, self.values, strict=True)]
-
-
 def neuron_view(
     checkpoint: Checkpoint,
     model: RotationNet,
@@ -232,30 +210,3 @@ def neuron_view(
         images.numpy(),
         maps.numpy().astype(np.float32),
     )
-
-
-# --------------------------------------------------------------------------- drawing
-
-
-def contact_sheet(views: Sequence[NeuronView], title: str | None = None) -> Figure:
-    """One row per view (e.g. trained, random twin): its top images with the neuron's map
-    overlaid (colour scale per row, from 0 to the row's largest value)."""
-    if not views:
-        raise RotvizError("a contact sheet needs at least one neuron view")
-    cols = max(len(v.rows) for v in views)
-    fig = figures._new_figure((1.3 * cols + 0.4, 1.55 * len(views) + 0.4))
-    grid = fig.add_gridspec(len(views), cols)
-    for r, view in enumerate(views):
-        vmax = float(view.maps.max()) if view.maps.size else 1.0
-        for c in range(cols):
-            ax = fig.add_subplot(grid[r, c])
-            if c >= len(view.rows):
-                ax.set_axis_off()
-                continue
-            figures.overlay(view.images[c], view.maps[c], ax=ax, vmin=0.0, vmax=vmax or 1.0)
-            ax.set_title(view.captions()[c], fontsize=6)
-            if c == 0:
-                ax.set_ylabel(f"{view.network}\n{view.layer} {view.label}", fontsize=7)
-    v = views[0]
-    fig.suptitle(title or f"{v.layer} neuron {v.label}: top {len(v.rows)} images", fontsize=9)
-    return fig

@@ -18,19 +18,19 @@ from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.store import CheckpointStore, checkpoint_key, checkpoint_name
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.scores.metrics import parse_threshold
-from rotviz.study.consistency import consistency_table
+from rotviz.study.consistency import consistency_run
 from rotviz.study.files import Study
 from rotviz.study.goodness import split_box_masks
 from rotviz.study.probe import (
     FRACTIONS,
     FinetuneConfig,
-    TaskData,
-    probe_numbers,
+    probe_result,
     probe_run,
     probe_table,
     task_data,
 )
-from rotviz.study.sanity import SanityReport, sanity_report, shuffled_config
+from rotviz.study.results import ProbeRun, SanityRun
+from rotviz.study.sanity import sanity_report, shuffled_config
 from rotviz.training.pipeline import load_split, random_twin_of, train_or_load
 
 Log = Callable[[str], None]
@@ -54,9 +54,9 @@ def run_probe(
     log: Log = quiet,
     checkpoint: Checkpoint | None = None,
     twin: str = DEFAULT_TWIN,
-) -> tuple[pd.DataFrame, pd.DataFrame, TaskData]:
-    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the
-    store lacks); with checkpoint, of that one network only (seeds and train_cfg unused).
+) -> ProbeRun:
+    """The probe for every training seed (trains what the store lacks); with checkpoint, of that
+    one network only (train_cfg unused; seeds name its seed).
     twin: which random twin each network is compared with (rotviz.nets.batchnorm.TWINS)."""
     runtime = as_runtime(runtime)
     td = task_data(data, task, min_images)
@@ -65,8 +65,8 @@ def run_probe(
         f"{len(td.y_train)} training and {len(td.y_test)} test images"
         + (f" ({'; '.join(td.notes)})" if td.notes else "")
     )
-    frames = []
-    for seed in [None] if checkpoint else seeds or [train_cfg.seed]:
+    frames, seeds = [], list(seeds or [train_cfg.seed])
+    for seed in [None] if checkpoint else seeds:
         ckpt = (
             checkpoint
             or train_or_load(
@@ -87,8 +87,7 @@ def run_probe(
                 twin_kind=twin,
             )
         )
-    per_image = pd.concat(frames, ignore_index=True)
-    return per_image, probe_numbers(per_image), td
+    return probe_result(td, pd.concat(frames, ignore_index=True), seeds)
 
 
 def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint | None:
@@ -97,15 +96,6 @@ def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint
     return store.load(
         checkpoint_name(data, cfg, checkpoint_key(data, cfg, ckpt.card.dataset_fingerprint))
     )
-
-
-@dataclasses.dataclass
-class SanityRun:
-    """The checkpoint checked, one report per neuron set, and the test images' ids."""
-
-    checkpoint: Checkpoint
-    reports: dict[str, SanityReport]
-    ids: list[str]
 
 
 def run_sanity(
@@ -158,7 +148,7 @@ def run_sanity(
             ids,
             calibrated_twin=calibrated,
         )
-    return SanityRun(ckpt, reports, ids)
+    return SanityRun(ckpt.name, reports, ids)
 
 
 def probe_and_sanity_tables(
@@ -182,7 +172,7 @@ def probe_and_sanity_tables(
         for ds in datasets:
             for model in models:
                 cfg = study.train_config(model)
-                _, numbers, _ = run_probe(
+                numbers = run_probe(
                     study.data_config(ds),
                     cfg,
                     store,
@@ -195,7 +185,7 @@ def probe_and_sanity_tables(
                     ft,
                     log,
                     twin=study.twin,
-                )
+                ).numbers
                 tables[f"probe {ds} {model}"] = probe_table(numbers)
                 tables[f"probe {ds} {model} numbers"] = numbers
     spec = study.sections.get("sanity")
@@ -240,8 +230,9 @@ def probe_and_sanity_tables(
                 ckpt = train_or_load(data, study.train_config(model), store, runtime, log=log)
                 log(f"consistency: {ds} {model}, {len(images)} test images")
                 twin = random_twin_of(ckpt.checkpoint, study.twin, runtime, data)
-                _, table = consistency_table(ckpt.checkpoint, images, sal, runtime, twin)
-                table.attrs["twin"] = TWIN_NAMES[study.twin]
+                run = consistency_run(ckpt.checkpoint, images, sal, runtime, twin)
+                table = run.table
+                table.attrs.update(numbers=run.numbers, twin=TWIN_NAMES[study.twin])
                 tables[f"consistency {ds} {model}"] = table
-                tables[f"consistency {ds} {model} numbers"] = table.attrs["numbers"]
+                tables[f"consistency {ds} {model} numbers"] = run.numbers
     return tables
