@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,22 +23,13 @@ from rotviz.scores.stats import percent
 from rotviz.study.results import (
     ConsistencyRun,
     GoodnessRun,
+    NeuronsRun,
     ProbeRun,
+    RunContext,
     SanityRun,
     goodness_baselines,
     sweeps,
 )
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Where a run's numbers come from: provenance (network, data, cross_dataset), the data and
-    training settings, and the network's card (rotviz.study.runs.run_context builds it)."""
-
-    source: dict[str, Any]
-    data: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    card: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -251,3 +241,22 @@ def save_sanity(
                 formats=figure_formats,
             )
     return Saved(folder, paths)
+
+
+# --------------------------------------------------------------------------- neurons
+
+
+def save_neurons(
+    run: NeuronsRun, out: Path | str, figure_formats: Sequence[str] = ("png",)
+) -> Saved:
+    """neurons.csv (the top-k table) and one contact sheet per chosen neuron in sheets/
+    (LAYER_NNNN.png...); reads run.sheets, so a run is saved once."""
+    folder, paths = _folder(out), []
+    _csv(run.table, folder / "neurons.csv", paths)
+    n_sheets = 0
+    for name, views in run.sheets:
+        paths += figures.save_figure(
+            figures.contact_sheet(views), folder / "sheets" / name, figure_formats
+        )
+        n_sheets += 1
+    return Saved(folder, paths, n_sheets)

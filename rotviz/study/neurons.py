@@ -22,7 +22,7 @@ network's row shows its own top images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
 from rotviz.study.probe import network_key, split_features
-from rotviz.study.results import NeuronView
+from rotviz.study.results import NeuronsRun, NeuronView
 from rotviz.training.pipeline import random_twin_of
 
 LAYERS = ("embedding", "rotation")
@@ -210,3 +210,61 @@ def neuron_view(
         images.numpy(),
         maps.numpy().astype(np.float32),
     )
+
+
+def neurons_run(
+    checkpoint: Checkpoint,
+    split: PreparedSplit,
+    layers: Sequence[str],
+    device: torch.device,
+    top: int = TOP_K,
+    sort: str = "neuron",
+    limit: int | None = None,
+    chosen: Sequence[int] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[str], Progress] | None = None,
+) -> NeuronsRun:
+    """The top-k table of every neuron of the layers, trained and random twin, and the contact
+    sheets of the chosen neurons (default: the trained network's neurons by sort, the first
+    limit); the sheets' views are computed as they are read (once). progress(network) gives
+    the progress callback of that network's activations."""
+    files = [r.relpath for r in split.records]
+    tables, picks = [], []
+    for layer in layers:
+        models = {net: network_model(checkpoint, net) for net in NETWORKS}
+        acts = {
+            net: activations(
+                checkpoint,
+                split,
+                layer,
+                net,
+                device,
+                models[net],
+                progress=progress(net) if progress else None,
+            )
+            for net in NETWORKS
+        }
+        labels = neuron_labels(checkpoint, layer, acts["trained"].shape[1])
+        for net in NETWORKS:
+            tables.append(top_table(acts[net], files, labels, top).assign(network=net, layer=layer))
+        if chosen is not None:
+            neurons = list(chosen)
+        else:
+            neurons = sorted_neurons(neuron_stats(acts["trained"], top), sort)[:limit]
+        if log:
+            log(f"{layer} layer: {len(labels)} neurons, contact sheets of {len(neurons)}")
+        picks.append((layer, models, acts, neurons))
+
+    def sheets() -> Iterator[tuple[str, list[NeuronView]]]:
+        for layer, models, acts, neurons in picks:
+            for i in neurons:
+                views = [
+                    neuron_view(checkpoint, models[net], net, split, acts[net], layer, i, top)
+                    for net in NETWORKS
+                ]
+                yield f"{layer}_{i:04d}", views
+
+    table = pd.concat(tables, ignore_index=True)
+    first = ["network", "layer"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    return NeuronsRun(table, sheets(), top, len(split))

@@ -6,7 +6,7 @@ numpy and pandas only (no torch, no models): the report's writers and figures re
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,17 @@ class GoodnessSummary:
         return out
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run's numbers come from: provenance (network, data, cross_dataset), the data and
+    training settings, and the network's card (rotviz.study.runs.run_context builds it)."""
+
+    source: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class GoodnessRun:
     """Per-image scores plus the maps and masks they came from (for sweeps and figures)."""
@@ -196,6 +207,21 @@ class NeuronView:
         if self.layer == "rotation":
             return [f"#{r} p={np.exp(v):.3f}" for r, v in zip(self.rows, self.values, strict=True)]
         return [f"#{r} a={v:.3g}" for r, v in zip(self.rows, self.values, strict=True)]
+
+
+@dataclass
+class NeuronsRun:
+    """The neuron browser's run: the top-k table of every neuron (trained and random twin, each
+    layer) and the contact sheets of the chosen neurons, (name, views) computed as read (once)."""
+
+    table: pd.DataFrame  # network, layer, neuron, label, mean, std, selectivity, rank, image, ...
+    sheets: Iterator[tuple[str, list[NeuronView]]]
+    top: int
+    n_images: int
+
+    def neurons_per_layer(self) -> int:
+        """The most neurons of one layer and network in the table."""
+        return int(self.table.groupby(["layer", "network"])["neuron"].nunique().max())
 
 
 def goodness_baselines(runs: Sequence[GoodnessRun]) -> tuple[pd.DataFrame, str]:

@@ -29,9 +29,9 @@ from rotviz.study.probe import (
     probe_table,
     task_data,
 )
-from rotviz.study.results import ProbeRun, SanityRun
+from rotviz.study.results import ProbeRun, RunContext, SanityRun
 from rotviz.study.sanity import sanity_report, shuffled_config
-from rotviz.training.pipeline import load_split, random_twin_of, train_or_load
+from rotviz.training.pipeline import load_split, provenance, random_twin_of, train_or_load
 
 Log = Callable[[str], None]
 
@@ -88,6 +88,20 @@ def run_probe(
             )
         )
     return probe_result(td, pd.concat(frames, ignore_index=True), seeds)
+
+
+def run_context(
+    checkpoint: Checkpoint | None, data: DataConfig, train: TrainConfig | None = None
+) -> RunContext:
+    """Where a run's numbers come from, for rotviz.report.writers: the network and data
+    (provenance; empty without a checkpoint), the data and training settings, the card."""
+    train = train or (checkpoint.train_config if checkpoint else None)
+    return RunContext(
+        provenance(checkpoint, data) if checkpoint else {},
+        dataclasses.asdict(data),
+        dataclasses.asdict(train) if train else {},
+        checkpoint.card.to_dict() if checkpoint else {},
+    )
 
 
 def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint | None:
