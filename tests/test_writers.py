@@ -58,7 +58,7 @@ def test_save_goodness_writes_what_the_saliency_command_writes(demo, tmp_path):
     assert main([*args, "--figures", "1", "--figure-formats", "png,svg", "--out", str(cli)]) == 0
     threshold = parse_threshold("pct:90")
     twin = random_twin_of(ckpt, "calibrated", "cpu", data, fallback=data)
-    sal = SaliencyConfig(rotations=ckpt.rotations)
+    sal = SaliencyConfig(aggregate="none", rotations=ckpt.rotations)
     run = goodness_run(
         ckpt, test, sal, threshold, "cpu", twin=twin, twin_name=TWIN_NAMES["calibrated"]
     )
