@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -97,17 +97,8 @@ class GoodnessSummary:
             out[f"mean_fraction_on_{who}"] = s.mean_fraction_on
             out[f"reach_note_{who}"] = s.reach_note
             out["n_scored"], out["n_without_boxes"] = self.n_scored, self.n_without_boxes
-        out.update(
-            checkpoint=self.checkpoint,
-            dataset=self.dataset,
-            model=self.model,
-            threshold=self.threshold,
-            saliency=self.saliency,
-            box_categories=self.box_categories,
-            include_crowd=self.include_crowd,
-            warning=self.warning,
-            twin=self.twin,
-        )
+        scores = {"n_images", "n_scored", "n_without_boxes", "baseline_flag", *NETWORKS}
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name not in scores})
         if self.baseline_flag is not None:
             out["baseline_flag"] = self.baseline_flag
         return out
