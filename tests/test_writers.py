@@ -17,6 +17,7 @@ from rotviz.report.writers import (
     save_consistency,
     save_goodness,
     save_neurons,
+    save_probe,
     save_sanity,
     table_file,
 )
@@ -24,7 +25,8 @@ from rotviz.scores.metrics import parse_threshold
 from rotviz.study import neurons
 from rotviz.study.consistency import consistency_run
 from rotviz.study.goodness import goodness_run
-from rotviz.study.runs import run_context, run_sanity
+from rotviz.study.probe import probe_table
+from rotviz.study.runs import run_context, run_probe, run_sanity
 from rotviz.training.pipeline import load_split, random_twin_of
 
 DEMO = "demo-six_layer-e15-7b67db4588efa351"
@@ -118,6 +120,25 @@ def test_save_neurons_writes_what_the_neurons_command_writes(demo, tmp_path):
     run = neurons.neurons_run(ckpt, test, neurons.LAYERS, "cpu", top=3, limit=1)
     saved = save_neurons(run, tmp_path / "lib")
     assert saved.figures == 2
+    assert_same_files(cli, tmp_path / "lib")
+
+
+def test_save_probe_writes_what_the_probe_command_writes(tmp_path):
+    cli = tmp_path / "cli"
+    args = ["probe", "--dataset", "demo", "--device", "cpu", "--checkpoint", DEMO]
+    assert main([*args, "--fractions", "100%", "--twin", "initial", "--out", str(cli)]) == 0
+    ckpt, data = load_checkpoint(DEMO, default_store()), DataConfig("demo")
+    probed = run_probe(
+        data,
+        ckpt.train_config,
+        default_store(),
+        "cpu",
+        fractions=[1.0],
+        checkpoint=ckpt,
+        twin="initial",
+    )
+    assert probed.seeds == [ckpt.train_config.seed] and probed.n_test > 0
+    save_probe(probed, probe_table(probed.numbers), tmp_path / "lib", run_context(ckpt, data))
     assert_same_files(cli, tmp_path / "lib")
 
 
