@@ -22,7 +22,9 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import TrainConfig
 from rotviz.nets.checkpoint import Card
 from rotviz.nets.models import STUDY_MODELS
-from rotviz.report.figures import close_figure, sweep_figure, sweep_plotly
+from rotviz.report.charts import sweep_plotly
+from rotviz.report.figures import close_figure, sweep_figure
+from rotviz.scores.stats import percent
 
 RECIPE = (
     "layer",
@@ -235,8 +237,8 @@ def show_figure(fig) -> None:  # noqa: ANN001 (a matplotlib Figure)
 
 def trained_vs_random_section() -> None:
     """Accuracy intervals, the probe table and curve, and the sanity checks of one checkpoint."""
-    from rotviz.study.probe import DEFAULT_TASK, label_efficiency_figure, probe_table
-    from rotviz.study.sanity import cascading_figure
+    from rotviz.report.figures import cascading_figure, label_efficiency_figure
+    from rotviz.study.probe import DEFAULT_TASK, probe_table
 
     dataset = common.dataset_select("met_dn_dataset")
     card = common.checkpoint_select("met_dn_ckpt", dataset, others=True)
@@ -296,14 +298,15 @@ def trained_vs_random_section() -> None:
             with st.spinner(
                 f"Probing {task} on {dataset}: features, fits at each label fraction..."
             ):
-                numbers, info = downstream.probe(pair.ident, dkey, task, probe_key[2], cfg, pair)
+                probed = downstream.probe(pair.ident, dkey, task, probe_key[2], cfg, pair)
+                numbers = probed.numbers
             table = probe_table(numbers)
             caption = (
-                f"Probe accuracy (%) on {dataset} ({info['task']}, {len(info['classes'])} classes, "
-                f"{info['n_train']} training and {info['n_test']} test images, chance "
-                f"{100 * info['chance']:.1f}), mean [95% CI] over test images"
+                f"Probe accuracy (%) on {dataset} ({probed.task}, {len(probed.classes)} classes, "
+                f"{probed.n_train} training and {probed.n_test} test images, chance "
+                f"{percent(probed.chance)}), mean [95% CI] over test images"
             )
-            st.caption(caption + ("; " + "; ".join(info["notes"]) if info["notes"] else ""))
+            st.caption(caption + ("; " + "; ".join(probed.notes) if probed.notes else ""))
             st.dataframe(table.reset_index(), hide_index=True, width="stretch")
             show_figure(label_efficiency_figure(numbers))
             export.table_buttons(table, f"probe-{stem}", key="met_probe_t", caption=caption)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from rotviz.app import cached, common, export
 from rotviz.app import neurons as ui
+from rotviz.report.figures import contact_sheet
 from rotviz.study import neurons
 
 common.page_header(
@@ -110,7 +111,7 @@ with common.shown_errors("the neurons page"):
         for net in ("trained", which if which != "trained" else "calibrated"):
             a = acts if net == which else ui.activations(ckpt_id, layer, net, checkpoint, split)
             rows.append(ui.view(ckpt_id, dkey, layer, net, sheet_neuron, k, checkpoint, split, a))
-        return neurons.contact_sheet(rows)
+        return contact_sheet(rows)
 
     export.figure_buttons(
         sheet, f"neuron-{card.model}-{layer}-{labels[sheet_neuron]}", key="nrn-fig"

@@ -6,7 +6,8 @@ The public API, enough for a notebook::
     ckpt = rotviz.load_checkpoint("demo-six_layer-e15-7b67db4588efa351")  # shipped
     _, test = rotviz.load_split(ckpt.data_config, "test")
     run = rotviz.goodness_run(ckpt, test, rotviz.SaliencyConfig(aggregate="none"), rotviz.Absolute(8e-4))
-    print(run.summary["mean_q_trained"], run.summary["mean_q_random"])
+    print(run.summary.trained.mean_q, run.summary.random.mean_q)
+    rotviz.save_goodness(run, test, rotviz.Absolute(8e-4), "sal", rotviz.run_context(ckpt, ckpt.data_config))
 """
 
 import importlib
@@ -46,7 +47,13 @@ _PUBLIC = {
     "rotation_accuracy": "rotviz.nets.evaluate",
     "score_rows": "rotviz.study.goodness",
     "summarize": "rotviz.study.goodness",
-    "sweeps": "rotviz.study.goodness",
+    "run_context": "rotviz.study.runs",
+    "save_consistency": "rotviz.report.writers",
+    "save_goodness": "rotviz.report.writers",
+    "save_neurons": "rotviz.report.writers",
+    "save_probe": "rotviz.report.writers",
+    "save_sanity": "rotviz.report.writers",
+    "sweeps": "rotviz.study.results",
     "train_or_load": "rotviz.training.pipeline",
 }
 

@@ -119,11 +119,10 @@ def test_reach_is_the_direct_count_of_pixels_on_and_its_note(real_images, lam, n
     edges = baseline_maps(real_images, "edges")  # a real map with a wide range of values
     noise = baseline_maps(real_images, "noise")
     s = summarize(score_rows(split, edges, noise, masks, Absolute(lam)))
-    assert s["mean_fraction_on_trained"] == pytest.approx(np.mean(edges >= lam))
-    assert s["mean_fraction_on_random"] == pytest.approx(
-        np.count_nonzero(noise >= lam) / noise.size
-    )
-    assert (note in s["reach_note_trained"]) if note else s["reach_note_trained"] == ""
+    assert s.trained.mean_fraction_on == pytest.approx(np.mean(edges >= lam))
+    assert s.random.mean_fraction_on == pytest.approx(np.count_nonzero(noise >= lam) / noise.size)
+    note_trained = s.trained.reach_note
+    assert (note in note_trained) if note else note_trained == ""
     if lam == 0.0:
         rows = score_rows(split, edges, noise, masks, Absolute(lam))
         np.testing.assert_allclose(rows.q_trained, rows.box_fraction)  # Q is the box share

@@ -12,7 +12,7 @@ from rotviz.attribution.maps import network_maps
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.errors import RotvizError
 from rotviz.nets.models import RotationNet, build_model
-from rotviz.study.consistency import back_rotated_maps, consistency_rows, consistency_table
+from rotviz.study.consistency import back_rotated_maps, consistency_rows, consistency_run
 
 SAL = SaliencyConfig(layer="rotation", aggregate="none")
 
@@ -60,10 +60,11 @@ def test_consistency_table_trained_vs_twin(demo_store):
     from rotviz.data.splits import load_split
 
     _, test = load_split(data, "test")
-    rows, table = consistency_table(ckpt, test.images[:4], SAL, "cpu")
+    run = consistency_run(ckpt, test.images[:4], SAL, "cpu")
+    rows, table = run.rows, run.table
     assert list(table.index) == ["spearman", "top5"]
     assert set(rows.network) == {"trained", "random"} and len(rows) == 2 * 4 * 3
-    nums = table.attrs["numbers"].set_index("measure")
+    nums = run.numbers.set_index("measure")
     t = rows[rows.network == "trained"].groupby("image").spearman.mean().mean()
     assert nums.loc["spearman", "trained"] == pytest.approx(t)
     assert (table["images"] == 4).all()

@@ -12,15 +12,14 @@ from skimage.color import rgb2gray
 from skimage.transform import resize
 
 from rotviz.errors import RotvizError
+from rotviz.report.charts import saliency_heatmap_plotly, sweep_plotly
 from rotviz.report.figures import (
     Q_LABEL,
     figure_bytes,
     mask_with_boxes,
     overlay,
-    saliency_heatmap_plotly,
     save_figure,
     sweep_figure,
-    sweep_plotly,
     trained_vs_random_figure,
 )
 from rotviz.scores.metrics import Absolute, Percentile, box_mask, threshold_sweep

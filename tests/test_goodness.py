@@ -18,7 +18,8 @@ from rotviz.data.splits import load_split
 from rotviz.errors import RotvizError
 from rotviz.scores.metrics import Absolute, BoxArea, goodness
 from rotviz.study.files import goodness_tables, study_from_dict
-from rotviz.study.goodness import goodness_run, score_rows, split_box_masks, summarize, sweeps
+from rotviz.study.goodness import goodness_run, score_rows, split_box_masks, summarize
+from rotviz.study.results import sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,8 +59,9 @@ def test_rows_score_each_image_and_never_average_nan():
     )
     assert np.isnan(rows.q_trained[2])
     s = summarize(rows)
-    assert s["mean_q_trained"] == pytest.approx(0.5)
-    assert s["n_scored"] == 2 and s["n_without_boxes"] == 1
+    assert s.trained.mean_q == pytest.approx(0.5) and s.random.mean_q == pytest.approx(0.25)
+    assert s.n_scored == 2 and s.n_without_boxes == 1
+    assert s.to_dict()["mean_q_trained"] == s.trained.mean_q and "baseline_flag" not in s.to_dict()
     rows_box_area = score_rows(split, trained, random, masks, BoxArea())
     assert rows_box_area.fraction_on_trained[0] == pytest.approx(4 / 16)
 

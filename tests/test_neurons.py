@@ -15,6 +15,7 @@ from rotviz.cli.main import main
 from rotviz.data.rotation import normalize
 from rotviz.data.splits import load_split
 from rotviz.nets.twin import NETWORKS, trained_or_twin
+from rotviz.report.figures import contact_sheet
 from rotviz.study import neurons
 
 CPU = torch.device("cpu")
@@ -79,7 +80,7 @@ def test_sheet_shows_the_single_neuron_saliency_captum_computes(demo, tmp_path):
         ref = Saliency(forward).attribute(x, target=neuron, abs=True).amax(dim=1)[0]
         np.testing.assert_allclose(view.maps[0], ref.numpy(), rtol=1e-4, atol=1e-7)
 
-        fig = neurons.contact_sheet([view])
+        fig = contact_sheet([view])
         drawn = fig.axes[0].images[1].get_array()  # the map layer over the first image
         np.testing.assert_allclose(np.asarray(drawn), view.maps[0].astype(np.float64))
         assert len(fig.axes) == 3 and "#" in fig.axes[0].get_title()

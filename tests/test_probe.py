@@ -15,6 +15,7 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card, Checkpoint
 from rotviz.nets.models import build_model
+from rotviz.report.figures import label_efficiency_figure
 from rotviz.study import probe
 from rotviz.training.loop import train
 from tests.helpers import shared_path
@@ -149,7 +150,7 @@ def test_probe_tables_and_curve(demo_task, demo_trained):
     table = probe.probe_table(numbers)
     assert list(table.columns[:4]) == ["trained", "random", "difference", "p (Wilcoxon)"]
     assert "[" in table.iloc[0, 0]
-    fig = probe.label_efficiency_figure(numbers)
+    fig = label_efficiency_figure(numbers)
     assert fig.axes[0].get_xscale() == "log"
 
 

@@ -18,8 +18,10 @@ from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card, Checkpoint
 from rotviz.nets.models import build_model
+from rotviz.report.figures import cascading_figure
 from rotviz.scores.similarity import (
     MEASURES,
+    cascade_summary,
     map_similarities,
     similarity_rows,
     spearman_similarity,
@@ -27,8 +29,6 @@ from rotviz.scores.similarity import (
     top_intersection,
 )
 from rotviz.study.sanity import (
-    cascade_summary,
-    cascading_figure,
     cascading_models,
     cascading_randomization,
     data_randomization,

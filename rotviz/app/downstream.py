@@ -21,7 +21,8 @@ from rotviz.nets.checkpoint import Card
 from rotviz.nets.evaluate import accuracy_comparison
 from rotviz.scores.metrics import Percentile
 from rotviz.scores.similarity import MEASURE_LABELS
-from rotviz.study.probe import chance_accuracy, probe_numbers, probe_run, task_data
+from rotviz.study.probe import probe_result, probe_run, task_data
+from rotviz.study.results import ProbeRun
 from rotviz.study.sanity import image_sanity as sanity_of_image
 from rotviz.study.sanity import shuffled_config
 from rotviz.training.pipeline import find_checkpoint
@@ -52,8 +53,8 @@ def probe(
     fractions: tuple[float, ...],
     _cfg: DataConfig,
     _pair: cached.ModelPair,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(numbers, task summary) of the probe of one checkpoint and its chosen twin (rotviz.study.probe)."""
+) -> ProbeRun:
+    """The probe of one checkpoint and its chosen twin (rotviz.study.probe)."""
     td = task_data(_cfg, task)
     per_image = probe_run(
         _pair.checkpoint,
@@ -62,15 +63,7 @@ def probe(
         list(fractions),
         twin=_pair.random,
     )
-    summary = {
-        "task": td.task,
-        "classes": list(td.classes),
-        "notes": list(td.notes),
-        "n_train": len(td.y_train),
-        "n_test": len(td.y_test),
-        "chance": chance_accuracy(td.y_test),
-    }
-    return probe_numbers(per_image), summary
+    return probe_result(td, per_image, [_pair.checkpoint.train_config.seed])
 
 
 def shuffled_checkpoint(card: Card) -> Any:

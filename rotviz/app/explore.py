@@ -14,12 +14,13 @@ from rotviz.app import cached, common, export, render
 from rotviz.attribution.methods import METHODS, method_warning
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.nets.twin import DEFAULT_TWIN, TWIN_NAMES, TWINS
-from rotviz.report.figures import sweep_plotly, trained_vs_random_figure
+from rotviz.report.charts import sweep_plotly
+from rotviz.report.figures import trained_vs_random_figure
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold, format_q, fraction_on
 from rotviz.scores.published import study_lambda
 from rotviz.scores.similarity import spearman_similarity
 from rotviz.study.consistency import back_rotated_maps
-from rotviz.study.goodness import reach_note
+from rotviz.study.results import reach_note
 
 METHOD_LABELS = {
     "saliency": "saliency |∂a/∂x| (the study)",
@@ -178,7 +179,7 @@ def maps_panel(
 
 def value_range_text(maps: tuple[np.ndarray, np.ndarray], threshold: Threshold) -> str:
     """Where each map's values lie (5th, 50th, 95th percentile) beside the threshold, and what
-    an absolute λ then does (rotviz.study.goodness.reach_note)."""
+    an absolute λ then does (rotviz.study.results.reach_note)."""
     parts = []
     for name, m in zip(("trained", "random twin"), maps, strict=True):
         p5, p50, p95 = np.percentile(m, (5, 50, 95))

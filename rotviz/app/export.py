@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from rotviz.nets.checkpoint import Card
 from rotviz.report.figures import FORMATS, close_figure, figure_bytes
-from rotviz.report.tables import format_table
+from rotviz.report.tables import EXTENSIONS, format_table
 
 MIMES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 CARD_FIELDS_DROPPED = ("optimizer", "card_path")
@@ -59,7 +59,7 @@ def table_buttons(df: pd.DataFrame, stem: str, key: str, caption: str | None = N
     c1.download_button(
         "Table CSV",
         data=format_table(df, "csv"),
-        file_name=f"{slug(stem)}.csv",
+        file_name=f"{slug(stem)}.{EXTENSIONS['csv']}",
         mime="text/csv",
         key=f"{key}-csv",
         on_click="ignore",
@@ -67,7 +67,7 @@ def table_buttons(df: pd.DataFrame, stem: str, key: str, caption: str | None = N
     c2.download_button(
         "Table LaTeX",
         data=format_table(df, "latex", caption=caption),
-        file_name=f"{slug(stem)}.tex",
+        file_name=f"{slug(stem)}.{EXTENSIONS['latex']}",
         mime="text/x-tex",
         key=f"{key}-tex",
         on_click="ignore",
@@ -96,8 +96,8 @@ def bundle_zip(
             finally:
                 close_figure(fig)
         for name, df in tables.items():
-            zf.writestr(f"scores/{slug(name)}.csv", format_table(df, "csv"))
-            zf.writestr(f"scores/{slug(name)}.tex", format_table(df, "latex"))
+            for fmt in ("csv", "latex"):
+                zf.writestr(f"scores/{slug(name)}.{EXTENSIONS[fmt]}", format_table(df, fmt))
         meta = dict(settings, exported=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         zf.writestr("settings.json", json.dumps(meta, indent=2, default=str))
         for card in cards:

@@ -22,17 +22,11 @@ from rotviz.config import DataConfig
 from rotviz.nets.checkpoint import Card
 from rotviz.nets.models import RotationNet
 from rotviz.nets.twin import TWIN_NAMES, calibration_caption
-from rotviz.report.tables import percent
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold
 from rotviz.scores.published import PUBLISHED_GOODNESS, goodness_protocol_mismatch, study_lambda
-from rotviz.scores.stats import format_p
-from rotviz.study.goodness import (
-    GoodnessRun,
-    goodness_baselines,
-    goodness_comparison,
-    goodness_run,
-    sweeps,
-)
+from rotviz.scores.stats import format_p, percent
+from rotviz.study.goodness import goodness_comparison, goodness_run
+from rotviz.study.results import GoodnessRun, baseline_cell, goodness_baselines, reach_cell, sweeps
 
 # The columns the page shows (the export keeps the numeric ones too).
 DISPLAY_COLUMNS = (
@@ -172,11 +166,6 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
         run = scored(res, threshold)
         cmp, _ = goodness_comparison([run])
         _, flag = goodness_baselines([run])
-        notes = [
-            f"{who}: {run.summary[f'reach_note_{who}']}"
-            for who in ("trained", "random")
-            if run.summary[f"reach_note_{who}"]
-        ]
         published, why = published_cell(res, threshold)
         rows.append(
             {
@@ -190,12 +179,10 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
                 "difference (%)": cmp.difference.format(),
                 "p (Wilcoxon)": format_p(cmp.p_value),
                 "images with boxes": cmp.trained.n,
-                "share of pixels on, trained (%)": percent(run.summary["mean_fraction_on_trained"]),
-                "share of pixels on, random twin (%)": percent(
-                    run.summary["mean_fraction_on_random"]
-                ),
-                "threshold's reach": "; ".join(notes) or "informative",
-                "model-free baselines (pct:95)": flag or "beats the edge map and the centre prior",
+                "share of pixels on, trained (%)": percent(run.summary.trained.mean_fraction_on),
+                "share of pixels on, random twin (%)": percent(run.summary.random.mean_fraction_on),
+                "threshold's reach": reach_cell(run.summary.shares_on()),
+                "model-free baselines (pct:95)": baseline_cell(flag),
                 "published mean Q, trained (%)": published,
                 "published: comparable?": why,
                 "checkpoint": res.card.name,

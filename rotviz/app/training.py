@@ -8,13 +8,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from rotviz.app import charts, common, export
+from rotviz.app import common, export
 from rotviz.app.jobs import Job, registry
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import parse_rotations
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card
 from rotviz.nets.models import STUDY_MODELS
+from rotviz.report import charts
 from rotviz.training.pipeline import find_checkpoint
 
 JOB_KEY = "train_job"  # session_state: the key of this session's last job
@@ -216,8 +217,8 @@ def result_panel(card: Card) -> None:
     if history:
         tables["history"] = pd.DataFrame(history)
     figures = {
-        "confusion": lambda: charts.confusion_figure(conf_t, conf_r),
-        **({"training": lambda: charts.history_figure(history)} if history else {}),
+        "confusion": lambda: figures.confusion_figure(conf_t, conf_r),
+        **({"training": lambda: figures.history_figure(history)} if history else {}),
     }
     st.caption("Export")
     export.figure_buttons(figures["confusion"], f"{stem}-confusion", key="train-conf")

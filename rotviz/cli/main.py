@@ -8,8 +8,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from rotviz import distributed
@@ -18,6 +16,7 @@ from rotviz.cli import probe as probe_cli
 from rotviz.cli.options import (
     add_checkpoint_option,
     add_data_options,
+    add_output_options,
     add_run_options,
     add_store_option,
     add_train_options,
@@ -25,6 +24,7 @@ from rotviz.cli.options import (
     data_config,
     log,
     network,
+    network_command,
     own_data,
     precise_bn_images,
     run_config,
@@ -38,13 +38,14 @@ from rotviz.nets.evaluate import rotation_accuracy
 from rotviz.nets.models import STUDY_MODELS
 from rotviz.nets.store import cards_table
 from rotviz.nets.twin import TWIN_NAMES, TWINS, describe_twin, random_twin_of
-from rotviz.report import figures
-from rotviz.report.tables import FORMATS, format_table, percent
+from rotviz.report.tables import FORMATS, format_table
+from rotviz.report.writers import save_consistency, save_goodness, save_neurons, table_file
 from rotviz.runtime import as_runtime
 from rotviz.scores.metrics import parse_threshold
 from rotviz.scores.published import default_threshold
+from rotviz.scores.stats import percent
 from rotviz.study import neurons
-from rotviz.study.consistency import consistency_table
+from rotviz.study.consistency import consistency_run
 from rotviz.study.files import (
     Study,
     accuracy_table,
@@ -52,8 +53,9 @@ from rotviz.study.files import (
     load_study,
     resolve_categories,
 )
-from rotviz.study.goodness import goodness_baselines, goodness_run, sweeps
-from rotviz.study.runs import probe_and_sanity_tables
+from rotviz.study.goodness import goodness_run
+from rotviz.study.results import goodness_baselines
+from rotviz.study.runs import probe_and_sanity_tables, run_context
 from rotviz.training.pipeline import (
     load_split,
     provenance,
@@ -235,76 +237,40 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         not distributed.is_main()
     ):  # the maps were gathered: rank 0 writes exactly a single run's files
         return 0
-    if run.summary["warning"]:
-        log(f"warning: {run.summary['warning']}")
+    if run.summary.warning:
+        log(f"warning: {run.summary.warning}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    where = provenance(ckpt, data)
-    run.rows.assign(**where).to_csv(out / "goodness.csv", index=False)
+    saved = save_goodness(
+        run,
+        test,
+        threshold,
+        args.out,
+        run_context(ckpt, data),
+        args.figures,
+        args.figure_formats.split(","),
+        args.save_maps,
+    )
     base, flag = goodness_baselines([run])
-    base.to_csv(out / "baselines.csv", index=False)
-    if args.save_maps:
-        np.savez_compressed(
-            out / "maps.npz",
-            trained=run.maps_trained,
-            random=run.maps_random,
-            masks=run.masks,
-            files=np.array([r.relpath for r in test.records]),
-        )
-    sweep = sweeps(run) if run.summary["n_scored"] else None
-    if sweep is not None:
-        sweep.to_csv(out / "sweep.csv", index=False)
-        fig = figures.sweep_figure(
-            sweep[sweep.network == "trained"], sweep[sweep.network == "random"]
-        )
-        figures.save_figure(fig, out / "sweep", formats=args.figure_formats.split(","))
-    summary = {
-        **run.summary,
-        **where,
-        "settings": {"data": vars(data), "train": vars(ckpt.train_config)},
-        "card": ckpt.card.to_dict(),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    written = 0
-    for i in range(len(test)):
-        if written >= args.figures:
-            break
-        if not run.masks[i].any():
-            continue
-        fig = figures.trained_vs_random_figure(
-            test.images[i].transpose(1, 2, 0),
-            test.boxes[i],
-            run.maps_trained[i],
-            run.maps_random[i],
-            threshold.mask(run.maps_trained[i], run.masks[i]),
-            threshold.mask(run.maps_random[i], run.masks[i]),
-            run.rows.q_trained[i],
-            run.rows.q_random[i],
-            title=f"{test.records[i].relpath} ({threshold.describe()})",
-        )
-        figures.save_figure(
-            fig, out / f"figure_{written:03d}", formats=args.figure_formats.split(",")
-        )
-        written += 1
+    out, written = saved.folder, saved.figures
     s = run.summary
     print(
-        f"mean Q (IoU of thresholded map and boxes) at {s['threshold']}: trained {fmt_pct(s['mean_q_trained'])}, "
-        f"{s['twin']} {fmt_pct(s['mean_q_random'])} over {s['n_scored']} images with boxes "
-        f"({s['n_without_boxes']} without); wrote {out}/goodness.csv, summary.json"
-        + (", sweep.*" if sweep is not None else "")
+        f"mean Q (IoU of thresholded map and boxes) at {s.threshold}: trained "
+        f"{percent(s.trained.mean_q, '%')}, {s.twin} {percent(s.random.mean_q, '%')} over "
+        f"{s.n_scored} images with boxes ({s.n_without_boxes} without); wrote {out}/goodness.csv, "
+        "summary.json"
+        + (", sweep.*" if s.n_scored else "")
         + (", maps.npz" if args.save_maps else "")
         + (f", {written} figures" if written else "")
     )
-    for who, name in (("trained", "trained"), ("random", s["twin"])):
-        note = s[f"reach_note_{who}"]
+    for who, name in (("trained", "trained"), ("random", s.twin)):
+        net = s.network(who)
         print(
-            f"share of pixels on at {s['threshold']}, {name}: "
-            f"{fmt_pct(s[f'mean_fraction_on_{who}'])}" + (f" ({note})" if note else "")
+            f"share of pixels on at {s.threshold}, {name}: {percent(net.mean_fraction_on, '%')}"
+            + (f" ({net.reach_note})" if net.reach_note else "")
         )
     print(
         "Q at pct:95 (baselines.csv): "
-        + ", ".join(f"{r.source} {fmt_pct(r['q pct:95'])}" for _, r in base.iterrows())
+        + ", ".join(f"{r.source} {percent(r['q pct:95'], '%')}" for _, r in base.iterrows())
         + (f"; the trained network {flag}" if flag else "")
     )
     return 0
@@ -322,90 +288,41 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     )
     twin = random_twin_of(ckpt, args.twin, runtime, data)
     log(describe_twin(twin))
-    rows, table = consistency_table(ckpt, images, sal, runtime, twin)
+    run = consistency_run(ckpt, images, sal, runtime, twin)
     if not distributed.is_main():
         return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = np.array([r.relpath for r in test.records])[rows["image"].to_numpy()]
-    calibration = np.where(rows["network"] == "trained", "", twin.calibration.describe())
-    rows.assign(file=files, twin_calibration=calibration).to_csv(
-        out / "consistency.csv", index=False
-    )
-    table.attrs["numbers"].to_csv(out / "consistency_table.csv", index=False)
-    text = format_table(table, args.format)
-    (
-        out / f"consistency.{dict(markdown='md', latex='tex').get(args.format, args.format)}"
-    ).write_text(text)
-    print(text)
+    out = save_consistency(run, [r.relpath for r in test.records], args.out, args.format).folder
+    print(format_table(run.table, args.format))
     log(f"wrote {out}/consistency.csv, consistency_table.csv")
     return 0
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
     runtime = as_runtime(run_config(args))
-    device = runtime.device
     ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
-    files = [r.relpath for r in test.records]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    formats = args.figure_formats.split(",")
-    layers = neurons.LAYERS if args.layer == "both" else (args.layer,)
-    nets = ("trained", args.twin)  # a contact sheet's rows: the trained net, its twin
-    models = {"trained": ckpt.model, args.twin: random_twin_of(ckpt, args.twin, runtime, data)}
-    calibration = models[args.twin].calibration.describe()
-    log(describe_twin(models[args.twin]))
-    tables, n_sheets = [], 0
-    for layer in layers:
-        acts = {
-            net: neurons.activations(
-                ckpt, test, layer, net, device, models[net], progress=progress_printer(net)
-            )
-            for net in nets
-        }
-        labels = neurons.neuron_labels(ckpt, layer, acts["trained"].shape[1])
-        for net in nets:
-            table = neurons.top_table(acts[net], files, labels, args.top)
-            tables.append(
-                table.assign(
-                    network=net,
-                    layer=layer,
-                    twin_calibration=calibration if net != "trained" else "",
-                )
-            )
-        if args.neurons:
-            chosen = [int(i) for i in args.neurons.split(",") if i.strip()]
-        else:
-            stats = neurons.neuron_stats(acts["trained"], args.top)
-            chosen = neurons.sorted_neurons(stats, args.sort)[: args.limit]
-        log(f"{layer} layer: {len(labels)} neurons, contact sheets of {len(chosen)}")
-        for i in tqdm(chosen, desc=f"{layer} sheets", file=sys.stderr, leave=False):
-            views = [
-                neurons.neuron_view(ckpt, models[net], net, test, acts[net], layer, i, args.top)
-                for net in nets
-            ]
-            figures.save_figure(
-                neurons.contact_sheet(views), out / "sheets" / f"{layer}_{i:04d}", formats
-            )
-            n_sheets += 1
-    table = pd.concat(tables, ignore_index=True)
-    first = ["network", "layer"]
-    table[first + [c for c in table.columns if c not in first]].to_csv(
-        out / "neurons.csv", index=False
+    run = neurons.neurons_run(
+        ckpt,
+        test,
+        neurons.LAYERS if args.layer == "both" else (args.layer,),
+        runtime.device,
+        args.top,
+        args.sort,
+        args.limit,
+        [int(i) for i in args.neurons.split(",") if i.strip()] if args.neurons else None,
+        log=log,
+        progress=progress_printer,
+        twin=args.twin,
+        data=data,
     )
+    saved = save_neurons(run, args.out, args.figure_formats.split(","))
+    out = saved.folder
     print(
-        f"top-{args.top} images of {table.groupby(['layer', 'network'])['neuron'].nunique().max()} "
-        f"neurons per layer, trained and the {args.twin} random twin, of {len(test)} test "
-        f"images: wrote {out}/neurons.csv and {n_sheets} contact sheets in {out}/sheets"
+        f"top-{run.top} images of {run.neurons_per_layer()} neurons per layer, trained and "
+        f"the {run.twin} random twin, of {run.n_images} test images: wrote {out}/neurons.csv and "
+        f"{saved.figures} contact sheets in {out}/sheets"
     )
     return 0
-
-
-def fmt_pct(v: float | None) -> str:
-    """0.287 -> "28.7%"; missing -> "n/a"."""
-    text = percent(v)
-    return text if text == "n/a" else f"{text}%"
 
 
 def progress_printer(what: str):
@@ -459,7 +376,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         captions[key] = f"{name} (mean [95% CI] over images)"
     if not distributed.is_main():
         return 0
-    ext = {"markdown": "md", "csv": "csv", "latex": "tex"}[args.format]
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -470,7 +386,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         text = format_table(df, args.format, caption=caption)
         print(text)
         if out:
-            (out / f"{name}.{ext}").write_text(text)
+            table_file(out, name, args.format).write_text(text)
             if "numbers" in df.attrs:
                 df.attrs["numbers"].to_csv(out / f"{name}_numbers.csv", index=False)
     if out:
@@ -554,13 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_accuracy_table)
 
-    p = sub.add_parser(
-        "saliency", help="saliency maps trained vs random on the test split, goodness Q per image"
+    p, g = network_command(
+        sub,
+        "saliency",
+        "saliency maps trained vs random on the test split, goodness Q per image",
     )
-    add_data_options(p)
-    add_train_options(p)
-    add_checkpoint_option(p)
-    g = p.add_argument_group("saliency")
     add_map_options(g)
     g.add_argument(
         "--aggregate",
@@ -579,9 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--no-crowd", action="store_true", help="leave COCO crowd regions out of the box mask"
     )
-    g.add_argument("--out", default="sal", help="output folder (default sal/)")
+    add_output_options(g, "sal")
     g.add_argument("--figures", type=int, default=0, help="write N trained|random overlay figures")
-    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
     g.add_argument(
         "--save-maps",
         action="store_true",
@@ -589,28 +502,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_saliency)
 
-    p = sub.add_parser(
+    p, g = network_command(
+        sub,
         "consistency",
-        help="rotation consistency: maps of rotated test images, turned back, vs upright; "
+        "rotation consistency: maps of rotated test images, turned back, vs upright; "
         "trained vs random",
     )
-    add_data_options(p)
-    add_train_options(p)
-    g = p.add_argument_group("consistency")
     add_map_options(g)
     g.add_argument("--images", type=int, default=0, help="first N test images (default all)")
     g.add_argument("--format", choices=FORMATS, default="markdown")
-    g.add_argument("--out", default="consistency", help="output folder (default consistency/)")
+    add_output_options(g, "consistency", figures=False)
     p.set_defaults(func=cmd_consistency)
 
-    p = sub.add_parser(
+    p, g = network_command(
+        sub,
         "neurons",
-        help="neuron browser: each neuron's top test images with its saliency, trained vs random",
+        "neuron browser: each neuron's top test images with its saliency, trained vs random",
     )
-    add_data_options(p)
-    add_train_options(p)
-    add_checkpoint_option(p)
-    g = p.add_argument_group("neurons")
     g.add_argument(
         "--layer",
         choices=["embedding", "rotation", "both"],
@@ -626,8 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--limit", type=int, default=None, help="contact sheets of the first N neurons")
     g.add_argument("--neurons", help="contact sheets of these neurons only, e.g. 3,17,42")
-    g.add_argument("--out", default="neurons", help="output folder (default neurons/)")
-    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    add_output_options(g, "neurons")
     p.set_defaults(func=cmd_neurons)
 
     p = sub.add_parser("goodness-table", help="the study's two goodness tables from a study file")

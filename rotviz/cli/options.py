@@ -259,6 +259,25 @@ def add_checkpoint_option(p: argparse._ActionsContainer) -> None:
     )
 
 
+def network_command(
+    sub: argparse._SubParsersAction, name: str, help: str
+) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """A command that applies a network (data, training and --checkpoint options) and its own
+    option group, named after it."""
+    p = sub.add_parser(name, help=help)
+    add_data_options(p)
+    add_train_options(p)
+    add_checkpoint_option(p)
+    return p, p.add_argument_group(name)
+
+
+def add_output_options(g: argparse._ActionsContainer, folder: str, figures: bool = True) -> None:
+    """--out FOLDER and, with figures, --figure-formats."""
+    g.add_argument("--out", default=folder, help=f"output folder (default {folder}/)")
+    if figures:
+        g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+
+
 def network(
     args: argparse.Namespace, data: DataConfig, store: CheckpointStore, runtime: Runtime
 ) -> tuple[Checkpoint, DataConfig]:

@@ -6,30 +6,27 @@ rotviz.cli.main registers them with ``probe_cli.add_commands(sub)`` in build_par
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 from rotviz.cli.options import (
-    add_checkpoint_option,
-    add_data_options,
-    add_train_options,
+    add_output_options,
     checkpoint_store,
     data_config,
     log,
     network,
+    network_command,
     run_config,
     served_train_config,
 )
+from rotviz.config import DataConfig, TrainConfig
 from rotviz.errors import RotvizError
-from rotviz.report import figures
+from rotviz.nets.checkpoint import Checkpoint
+from rotviz.nets.store import CheckpointStore
 from rotviz.report.tables import FORMATS, format_table
-from rotviz.runtime import as_runtime
-from rotviz.study.probe import FinetuneConfig, chance_accuracy, label_efficiency_figure, probe_table
-from rotviz.study.runs import run_probe, run_sanity
-from rotviz.study.sanity import cascading_figure
-from rotviz.training.pipeline import provenance
+from rotviz.report.writers import probe_caption, sanity_caption, save_probe, save_sanity
+from rotviz.runtime import Runtime, as_runtime
+from rotviz.study.probe import FinetuneConfig, probe_table
+from rotviz.study.runs import run_context, run_probe, run_sanity
 
 Log = Callable[[str], None]
 
@@ -66,18 +63,27 @@ def parse_fractions(text: str) -> list[float]:
     return out
 
 
+def given_network_or_recipe(
+    args: argparse.Namespace,
+) -> tuple[Checkpoint | None, DataConfig, TrainConfig, CheckpointStore, Runtime]:
+    """(--checkpoint's network or None, the data, the recipe, the store, the runtime): with
+    --checkpoint one network as given; else the recipe whose networks (one per seed) are run."""
+    data, store, runtime = data_config(args), checkpoint_store(args), as_runtime(run_config(args))
+    ckpt = None
+    if args.checkpoint:
+        ckpt, data = network(args, data, store, runtime)
+    tcfg = ckpt.train_config if ckpt else served_train_config(args, data, store)
+    return ckpt, data, tcfg, store, runtime
+
+
 # --------------------------------------------------------------------------- probe
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
 
-    data, store, runtime = data_config(args), checkpoint_store(args), as_runtime(run_config(args))
-    ckpt = None
-    if args.checkpoint:  # one network, as given; else each seed's network of --dataset
-        ckpt, data = network(args, data, store, runtime)
-    tcfg = ckpt.train_config if ckpt else served_train_config(args, data, store)
+    ckpt, data, tcfg, store, runtime = given_network_or_recipe(args)
     seeds = [tcfg.seed] if ckpt or not args.seeds else parse_list(args.seeds, int, "--seeds")
-    per_image, numbers, td = run_probe(
+    probed = run_probe(
         data,
         tcfg,
         store,
@@ -92,40 +98,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         checkpoint=ckpt,
         twin=args.twin,
     )
-    table = probe_table(numbers)
-    caption = (
-        f"Probe accuracy (%) on {data.dataset} ({td.task}, {len(td.classes)} classes, "
-        f"chance {100 * chance_accuracy(td.y_test):.1f}), mean [95% CI], seeds {seeds}"
-    )
-    text = format_table(table, args.format, caption=caption)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    per_image.to_csv(out / "probe_per_image.csv", index=False)
-    numbers.to_csv(out / "probe.csv", index=False)
-    for fmt in FORMATS:
-        ext = {"markdown": "md", "csv": "table.csv", "latex": "tex"}[fmt]
-        (out / f"probe.{ext}").write_text(format_table(table, fmt, caption=caption))
-    fig = label_efficiency_figure(numbers, title=f"Label efficiency, {data.dataset} ({td.task})")
-    figures.save_figure(fig, out / "label_efficiency", formats=args.figure_formats.split(","))
-    (out / "probe_summary.json").write_text(
-        json.dumps(
-            {
-                "task": td.task,
-                "classes": td.classes,
-                "notes": td.notes,
-                "seeds": seeds,
-                "n_train": len(td.y_train),
-                "n_test": len(td.y_test),
-                "chance": chance_accuracy(td.y_test),
-                "source": provenance(ckpt, data) if ckpt else None,
-                "data": dataclasses.asdict(data),
-                "train": dataclasses.asdict(tcfg),
-            },
-            indent=2,
-            default=str,
-        )
-    )
+    table = probe_table(probed.numbers)
+    print(format_table(table, args.format, caption=probe_caption(probed)))
+    context = run_context(ckpt, data, tcfg)
+    out = save_probe(probed, table, args.out, context, args.figure_formats.split(",")).folder
     log(f"wrote {out}/probe.csv, probe.md/.tex/.table.csv, probe_per_image.csv, label_efficiency.*")
     return 0
 
@@ -135,11 +111,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_sanity(args: argparse.Namespace) -> int:
 
-    data, store, runtime = data_config(args), checkpoint_store(args), as_runtime(run_config(args))
-    ckpt = None
-    if args.checkpoint:
-        ckpt, data = network(args, data, store, runtime)
-    tcfg = ckpt.train_config if ckpt else served_train_config(args, data, store)
+    ckpt, data, tcfg, store, runtime = given_network_or_recipe(args)
     got = run_sanity(
         data,
         tcfg,
@@ -153,16 +125,14 @@ def cmd_sanity(args: argparse.Namespace) -> int:
         log=log,
         checkpoint=ckpt,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    formats = args.figure_formats.split(",")
-    for i, (neurons, rep) in enumerate(got.reports.items()):
-        tag = f"neurons{i}"
-        caption = (
-            f"Saliency sanity checks, {data.dataset} {got.checkpoint.name}, {args.layer} layer, "
-            f"neurons {neurons}: similarity to the trained map, mean [95% CI] over images"
+    for neurons, rep in got.reports.items():
+        print(
+            format_table(
+                rep.table,
+                args.format,
+                caption=sanity_caption(got, data.dataset, args.layer, neurons),
+            )
         )
-        print(format_table(rep.table, args.format, caption=caption))
         print(
             format_table(
                 rep.cascade_table.round(3),
@@ -170,25 +140,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
                 caption=f"Cascading randomisation (neurons {neurons})",
             )
         )
-        rep.numbers.assign(neurons=neurons).to_csv(out / f"sanity_{tag}.csv", index=False)
-        (out / f"sanity_{tag}.tex").write_text(format_table(rep.table, "latex", caption=caption))
-        for name, df in rep.similarities.items():
-            slug = name.replace(" ", "_").replace("-", "_")
-            df.to_csv(out / f"similarity_{tag}_{slug}.csv", index=False)
-        rep.cascade.rows.assign(neurons=neurons).to_csv(out / f"cascading_{tag}.csv", index=False)
-        rep.cascade_table.to_csv(out / f"cascading_summary_{tag}.csv", index=False)
-        figures.save_figure(
-            cascading_figure(rep.cascade.rows, title=f"Cascading randomisation, neurons {neurons}"),
-            out / f"cascading_{tag}",
-            formats=formats,
-        )
-        for image in got.ids[: args.figures]:
-            stem = Path(str(image)).stem
-            figures.save_figure(
-                cascading_figure(rep.cascade.rows, image=image, title=str(image)),
-                out / f"cascading_{tag}_{stem}",
-                formats=formats,
-            )
+    formats = args.figure_formats.split(",")
+    out = save_sanity(got, data.dataset, args.layer, args.out, args.figures, formats).folder
     log(f"wrote {out}/sanity_*.csv, cascading_*.csv and figures")
     return 0
 
@@ -198,14 +151,11 @@ def cmd_sanity(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``probe`` and ``sanity`` on the CLI's subparsers."""
-    p = sub.add_parser(
+    p, g = network_command(
+        sub,
         "probe",
-        help="downstream task on frozen features (linear, k-NN, fine-tune), trained vs random",
+        "downstream task on frozen features (linear, k-NN, fine-tune), trained vs random",
     )
-    add_data_options(p)
-    add_train_options(p)
-    add_checkpoint_option(p)
-    g = p.add_argument_group("probe")
     g.add_argument(
         "--task",
         default="auto",
@@ -230,18 +180,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--seeds", default=None, help="training seeds, e.g. 0,1,2 (default: --seed); trains each"
     )
     g.add_argument("--format", choices=FORMATS, default="markdown")
-    g.add_argument("--out", default="probe", help="output folder (default probe/)")
-    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
+    add_output_options(g, "probe")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser(
+    p, g = network_command(
+        sub,
         "sanity",
-        help="saliency sanity checks: model, cascading and data randomisation (Adebayo et al. 2018)",
+        "saliency sanity checks: model, cascading and data randomisation (Adebayo et al. 2018)",
     )
-    add_data_options(p)
-    add_train_options(p)
-    add_checkpoint_option(p)
-    g = p.add_argument_group("sanity")
     g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
     g.add_argument(
         "--neurons",
@@ -262,7 +208,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="skip training the shuffled-label model",
     )
     g.add_argument("--format", choices=FORMATS, default="markdown")
-    g.add_argument("--out", default="sanity", help="output folder (default sanity/)")
+    add_output_options(g, "sanity")
     g.add_argument("--figures", type=int, default=1, help="per-image cascading plots (default 1)")
-    g.add_argument("--figure-formats", default="png", help="comma-separated: png,svg,pdf")
     p.set_defaults(func=cmd_sanity)

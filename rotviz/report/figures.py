@@ -3,7 +3,7 @@
 Knows nothing of models. Static figures are matplotlib `Figure` objects on the Agg canvas,
 created without pyplot, so they never pile up in pyplot's figure registry (the usual leak
 in a long-running app) and the global backend is left alone; they export PNG, SVG and PDF
-offline. Plotly builders are for the app's interactive charts only.
+offline. The app's interactive Plotly charts: rotviz.report.charts.
 
 Images are drawn with extent (0, W, H, 0), so pixel (r, c) covers [c, c+1) x [r, r+1) and a
 box (x0, y0, x1, y1) in pixels is drawn at exactly those coordinates (the convention of
@@ -31,6 +31,8 @@ from matplotlib.patches import Rectangle
 
 from rotviz.errors import RotvizError
 from rotviz.scores.metrics import format_q, sweep_auc
+from rotviz.scores.similarity import MEASURE_LABELS, MEASURES, cascade_summary
+from rotviz.study.results import NeuronView
 
 Q_LABEL = "Q (IoU of thresholded map and boxes)"
 FORMATS = ("png", "svg", "pdf")
@@ -299,80 +301,141 @@ def close_figure(fig: Figure) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plotly (interactive charts in the app)
+# Sanity checks, probe, neurons, training
 # ---------------------------------------------------------------------------------------------
 
 
-def sweep_plotly(df_trained: pd.DataFrame, df_random: pd.DataFrame | None = None) -> Any:
-    """Interactive plotly version of sweep_figure: one subplot per threshold kind."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def cascading_figure(
+    rows: pd.DataFrame, image: object | None = None, title: str | None = None
+) -> Figure:
+    """Similarity to the trained map and Q against blocks randomised .
 
-    kinds = _kinds(df_trained, df_random)
-    if not kinds:
-        raise RotvizError(
-            "sweep_plotly: the sweep tables have no rows; run a threshold sweep first."
-        )
-    titles = ["Q vs absolute threshold λ" if k == "absolute" else "Q vs percentile" for k in kinds]
-    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=titles)
-    for col, kind in enumerate(kinds, start=1):
-        for name, df, dash in (("trained", df_trained, "solid"), ("random", df_random, "dash")):
-            if df is None or not (df["kind"] == kind).any():
+    image=None plots the mean over images with 95% bootstrap bands; otherwise that image's curves.
+    """
+    fig = _new_figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    if image is None:
+        summary = cascade_summary(rows)
+        x = summary["step"].to_numpy()
+        labels = summary["randomised"].tolist()
+        for col in (*MEASURES, "q"):
+            if summary[col].isna().all():
                 continue
-            part = df[df["kind"] == kind].sort_values("value")
-            fig.add_trace(
-                go.Scatter(
-                    x=part["value"],
-                    y=part["mean_q"],
-                    mode="lines+markers",
-                    name=f"{_auc_label(name, df, kind)} [{kind}]",
-                    line={"dash": dash},
-                    customdata=part["n"],
-                    hovertemplate="threshold %{x:.3g}<br>mean Q %{y:.3f}<br>n=%{customdata}",
-                ),
-                row=1,
-                col=col,
-            )
-        if kind == "absolute":
-            fig.update_xaxes(type="log", title_text="λ", row=1, col=col)
-        else:
-            fig.update_xaxes(title_text="percentile", row=1, col=col)
-        fig.update_yaxes(title_text=f"mean {Q_LABEL}", rangemode="tozero", row=1, col=col)
+            label = MEASURE_LABELS.get(col, "Q (goodness)")
+            ax.plot(x, summary[col], marker="o", label=label)
+            ax.fill_between(x, summary[f"{col}_low"], summary[f"{col}_high"], alpha=0.2)
+    else:
+        part = rows[rows["image"] == image].sort_values("step")
+        if part.empty:
+            raise RotvizError(f"image {image!r} is not in the cascading-randomisation rows")
+        x = part["step"].to_numpy()
+        labels = part["randomised"].tolist()
+        for col in (*MEASURES, "q"):
+            if part[col].isna().all():
+                continue
+            ax.plot(x, part[col], marker="o", label=MEASURE_LABELS.get(col, "Q (goodness)"))
+    ax.set_xticks(x, [f"{s}\n{n}" for s, n in zip(x, labels, strict=True)], fontsize=7)
+    ax.set_xlabel("blocks randomised (from the head down)")
+    ax.set_ylabel("similarity to the trained map / Q")
+    ax.set_ylim(-0.1, 1.05)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "Cascading randomisation")
     return fig
 
 
-def saliency_heatmap_plotly(
-    saliency: Any,
-    image: Any = None,
-    title: str = "",
-    zmin: float | None = None,
-    zmax: float | None = None,
-    opacity: float = 0.5,
-    colorscale: str = "Inferno",
-) -> Any:
-    """Interactive heatmap of a saliency map (H, W), over the image (H, W, 3) when given."""
-    import plotly.graph_objects as go
+def label_efficiency_figure(numbers: pd.DataFrame, title: str | None = None) -> Figure:
+    """Accuracy vs fraction of training labels, trained (solid) vs random (dashed), 95 % bars."""
+    fig = _new_figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    for i, (method, part) in enumerate(numbers.groupby("method", sort=False)):
+        part = part.sort_values("fraction")
+        x = part["fraction"].to_numpy(dtype=float)
+        for net, style in (("trained", "-"), ("random", "--")):
+            y = part[net].to_numpy(dtype=float)
+            err = np.stack([y - part[f"{net}_low"], part[f"{net}_high"] - y])
+            ax.errorbar(
+                x,
+                100 * y,
+                yerr=100 * err,
+                fmt="o" + style,
+                color=f"C{i}",
+                capsize=3,
+                label=f"{method}, {net}",
+            )
+    ax.set_xscale("log")
+    xs = sorted(numbers["fraction"].unique())
+    ax.set_xticks(xs, [f"{x:.0%}" for x in xs])
+    ax.set_xlabel("training labels used")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "Label efficiency: rotation-pretrained vs random")
+    return fig
 
-    s = _to_numpy(saliency).astype(np.float64)
-    if s.ndim != 2:
-        raise RotvizError(f"Saliency map must be (H, W), got shape {s.shape}.")
-    fig = go.Figure()
-    if image is not None:
-        img = _as_rgb(image)
-        _check_hw(img, s, "Saliency map")
-        fig.add_trace(go.Image(z=img, hoverinfo="skip"))
-    finite = s[np.isfinite(s)]
-    fig.add_trace(
-        go.Heatmap(
-            z=s,
-            zmin=float(finite.min()) if zmin is None and finite.size else zmin,
-            zmax=float(finite.max()) if zmax is None and finite.size else zmax,
-            colorscale=colorscale,
-            opacity=opacity if image is not None else 1.0,
-            hovertemplate="row %{y}, col %{x}<br>S = %{z:.3g}<extra></extra>",
+
+def contact_sheet(views: Sequence[NeuronView], title: str | None = None) -> Figure:
+    """One row per view (e.g. trained, random twin): its top images with the neuron's map
+    overlaid (colour scale per row, from 0 to the row's largest value)."""
+    if not views:
+        raise RotvizError("a contact sheet needs at least one neuron view")
+    cols = max(len(v.rows) for v in views)
+    fig = _new_figure((1.3 * cols + 0.4, 1.55 * len(views) + 0.4))
+    grid = fig.add_gridspec(len(views), cols)
+    for r, view in enumerate(views):
+        vmax = float(view.maps.max()) if view.maps.size else 1.0
+        for c in range(cols):
+            ax = fig.add_subplot(grid[r, c])
+            if c >= len(view.rows):
+                ax.set_axis_off()
+                continue
+            overlay(view.images[c], view.maps[c], ax=ax, vmin=0.0, vmax=vmax or 1.0)
+            ax.set_title(view.captions()[c], fontsize=6)
+            if c == 0:
+                ax.set_ylabel(f"{view.network}\n{view.layer} {view.label}", fontsize=7)
+    v = views[0]
+    fig.suptitle(title or f"{v.layer} neuron {v.label}: top {len(v.rows)} images", fontsize=9)
+    return fig
+
+
+def confusion_figure(trained: pd.DataFrame, random: pd.DataFrame) -> Figure:
+    """Two confusion matrices side by side (trained, random twin) with counts in the cells."""
+    fig = _new_figure((9.0, 4.0))
+    for ax, (title, frame) in zip(
+        fig.subplots(1, 2), (("trained", trained), ("random twin", random)), strict=True
+    ):
+        values = frame.to_numpy()
+        ax.imshow(values, cmap="Blues")
+        ax.set_xticks(
+            range(len(frame.columns)), [c.replace("predicted ", "") for c in frame.columns]
         )
-    )
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+        ax.set_yticks(range(len(frame.index)), [i.replace("true ", "") for i in frame.index])
+        ax.set_xlabel("predicted rotation")
+        ax.set_ylabel("true rotation")
+        ax.set_title(f"Confusion matrix, {title}")
+        for (r, c), v in np.ndenumerate(values):
+            ax.text(
+                c,
+                r,
+                str(v),
+                ha="center",
+                va="center",
+                color="black" if v < values.max() / 2 else "white",
+            )
+    return fig
+
+
+def history_figure(history: list[dict[str, Any]]) -> Figure:
+    """Mean loss and rotation accuracy per finished epoch."""
+    h = pd.DataFrame(history)
+    fig = _new_figure((9.0, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(h["epoch"], h["loss"], "-o")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy loss")
+    ax2.plot(h["epoch"], h["accuracy"], "-o")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("rotation accuracy (training)")
+    ax2.set_ylim(0, 1)
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
     return fig

@@ -7,6 +7,7 @@ import pandas as pd
 from rotviz.errors import RotvizError
 
 FORMATS = ("markdown", "csv", "latex")
+EXTENSIONS = {"markdown": "md", "csv": "csv", "latex": "tex"}  # file extension of each format
 
 
 def format_table(df: pd.DataFrame, fmt: str = "markdown", caption: str | None = None) -> str:
@@ -19,8 +20,3 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", caption: str | None = 
     if fmt == "latex":
         return df.to_latex(caption=caption, escape=True)
     raise RotvizError(f"unknown table format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-def percent(value: float | None) -> str:
-    """0.843 -> "84.3"; missing -> "n/a"."""
-    return "n/a" if value is None or value != value else f"{100 * value:.1f}"

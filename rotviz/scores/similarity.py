@@ -1,6 +1,8 @@
-"""How alike two saliency maps are: Spearman rank correlation, SSIM, top-5 % pixel intersection.
+"""Similarity of two saliency maps (Spearman rank correlation, SSIM, top-5 % pixel intersection)
+and their summaries over images; numpy only.
 
-Maps are (H, W) arrays (anything with ``detach`` is converted); each measure is 1 for identical maps.
+The measures of the sanity checks (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS
+2018) and of rotation consistency: each is 1 for identical maps.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rotviz.errors import RotvizError
+from rotviz.scores.stats import bootstrap_interval
 
 TOP_FRACTION = 0.05
 MEASURES = ("spearman", "ssim", "top5")
@@ -101,3 +104,15 @@ def similarity_rows(
         {"image": i, **map_similarities(a, b)} for i, a, b in zip(ids, maps_a, maps_b, strict=True)
     ]
     return pd.DataFrame(rows, columns=["image", *MEASURES])
+
+
+def cascade_summary(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Per step: mean similarity (and Q) with 95% bootstrap intervals over images (numeric columns)."""
+    out = []
+    for (step, name), part in rows.groupby(["step", "randomised"], sort=False):
+        rec: dict[str, object] = {"step": step, "randomised": name, "n": len(part)}
+        for col in (*MEASURES, "q"):
+            iv = bootstrap_interval(part[col], seed=seed)
+            rec[col], rec[f"{col}_low"], rec[f"{col}_high"] = iv.estimate, iv.low, iv.high
+        out.append(rec)
+    return pd.DataFrame(out).sort_values("step", ignore_index=True)

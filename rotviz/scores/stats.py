@@ -243,6 +243,11 @@ def format_interval(iv: Interval | None, scale: float = 100.0, digits: int = 1) 
     )
 
 
+def percent(value: float | None, unit: str = "") -> str:
+    """A fraction in percent with one decimal: 0.843 -> "84.3" (unit "%": "84.3%"); missing -> "n/a"."""
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}{unit}"
+
+
 def format_p(p: float | None) -> str:
     """ "p=0.032", "p<0.001"; "n/a" when the test is undefined."""
     if p is None or not math.isfinite(p):

@@ -20,10 +20,11 @@ from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
-from rotviz.nets.twin import random_twin_of
+from rotviz.nets.twin import random_twin_of, twin_calibration
 from rotviz.runtime import RuntimeLike
 from rotviz.scores.similarity import spearman_similarity, top_intersection
 from rotviz.scores.stats import Comparison, compare_paired
+from rotviz.study.results import ConsistencyRun
 
 CONSISTENCY_MEASURES = ("spearman", "top5")
 Progress = Callable[[int, int], None]
@@ -84,20 +85,20 @@ def consistency_comparison(trained: pd.DataFrame, random: pd.DataFrame) -> dict[
     return {m: compare_paired(t[m].to_numpy(), r[m].to_numpy()) for m in CONSISTENCY_MEASURES}
 
 
-def consistency_table(
+def consistency_run(
     checkpoint: Checkpoint,
     images: np.ndarray,
     sal: SaliencyConfig,
     runtime: RuntimeLike = "auto",
     twin: RotationNet | None = None,
     rotations: Sequence[int] = (1, 2, 3),
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> ConsistencyRun:
     """Rotation consistency of a checkpoint's network and its random twin on uint8 images (N, 3, S, S).
 
-    twin: the random twin (rotviz.nets.twin.random_twin_of; default the calibrated one). Returns
-    the per-image rows (column "network": trained | random) and the table: one row per
-    measure with trained, random, difference ("mean [95% CI]", unscaled) and p (Wilcoxon);
-    numeric intervals in table.attrs["numbers"].
+    twin: the random twin (rotviz.nets.twin.random_twin_of; default the calibrated one).
+    Returns the per-image rows (column "network": trained | random), the table (one row per
+    measure with trained, random, difference ("mean [95% CI]", unscaled), p (Wilcoxon) and
+    images) and its numeric intervals.
     """
     twin = twin if twin is not None else random_twin_of(checkpoint, runtime=runtime)
     rows = {
@@ -108,6 +109,7 @@ def consistency_table(
     table = pd.DataFrame({m: c.row(scale=1.0, digits=3) for m, c in cmps.items()}).T
     table.index.name = "measure"
     table["images"] = [c.trained.n for c in cmps.values()]
-    table.attrs["numbers"] = pd.DataFrame([{"measure": m, **c.numbers()} for m, c in cmps.items()])
+    numbers = pd.DataFrame([{"measure": m, **c.numbers()} for m, c in cmps.items()])
     all_rows = pd.concat([r.assign(network=n) for n, r in rows.items()], ignore_index=True)
-    return all_rows, table
+    calibration = twin_calibration(twin)
+    return ConsistencyRun(all_rows, table, numbers, calibration.describe() if calibration else "")

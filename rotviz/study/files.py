@@ -27,13 +27,14 @@ from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.scores.baselines import BASELINE_NAMES, SCALE_FREE
 from rotviz.scores.metrics import parse_threshold
 from rotviz.scores.published import default_threshold
-from rotviz.scores.stats import Comparison, Interval, seed_interval
-from rotviz.study.goodness import (
+from rotviz.scores.stats import Comparison, Interval, percent, seed_interval
+from rotviz.study.goodness import goodness_comparison, goodness_run
+from rotviz.study.results import (
+    NETWORKS,
     GoodnessRun,
+    baseline_cell,
     goodness_baselines,
-    goodness_comparison,
-    goodness_run,
-    reach_note,
+    reach_cell,
 )
 from rotviz.training.pipeline import load_split, train_or_load
 
@@ -285,18 +286,17 @@ def resolve_categories(ds: Dataset, names: Sequence[str]) -> list[int] | None:
 def _reach_numbers(runs: Sequence[GoodnessRun]) -> dict[str, float]:
     """Mean share of pixels on at the table's threshold (trained / random), averaged over seeds."""
     return {
-        who: float(sum(r.summary[f"mean_fraction_on_{who}"] or 0 for r in runs) / len(runs))
-        for who in ("trained", "random")
+        who: float(sum(r.summary.network(who).mean_fraction_on or 0 for r in runs) / len(runs))
+        for who in NETWORKS
     }
 
 
 def _reach_rows(runs: Sequence[GoodnessRun]) -> dict[str, str]:
     """Table cells: the share of pixels on per network and the reach note."""
     shares = _reach_numbers(runs)
-    notes = [f"{who}: {reach_note(v)}" for who, v in shares.items() if reach_note(v)]
     return {
-        **{f"share of pixels on, {who} (%)": f"{100 * v:.1f}" for who, v in shares.items()},
-        "threshold's reach": "; ".join(notes) or "informative",
+        **{f"share of pixels on, {who} (%)": percent(v) for who, v in shares.items()},
+        "threshold's reach": reach_cell(shares),
     }
 
 
@@ -379,7 +379,7 @@ def goodness_tables(
             shown.update(reach)
             base, flag = goodness_baselines(runs)
             shown.update(_baseline_cells(base))
-            shown["baselines"] = flag or "beats the edge map and the centre prior"
+            shown["baselines"] = baseline_cell(flag)
             nums.update(
                 {f"share_on_{k.split(', ')[-1]}": v for k, v in _reach_numbers(runs).items()}
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
 from rotviz.nets.twin import TWIN_NAMES, random_twin_of, twin_calibration
 from rotviz.runtime import RuntimeLike
-from rotviz.scores.baselines import SCALE_FREE, baseline_comparison, baseline_rows, baseline_summary
+from rotviz.scores.baselines import baseline_comparison, baseline_rows
 from rotviz.scores.metrics import (
     Threshold,
     box_fraction,
@@ -33,23 +33,15 @@ from rotviz.scores.metrics import (
     mean_goodness,
     pointing_game,
     relevance_mass_accuracy,
-    threshold_sweep,
 )
 from rotviz.scores.stats import Comparison, compare_paired
-
-
-@dataclass
-class GoodnessRun:
-    """Per-image scores plus the maps and masks they came from (for sweeps and figures)."""
-
-    rows: pd.DataFrame
-    maps_trained: np.ndarray  # (N, S, S) float32
-    maps_random: np.ndarray
-    masks: np.ndarray  # (N, S, S) bool box masks
-    summary: dict[str, Any]
-    baselines: pd.DataFrame | None = (
-        None  # rotviz.scores.baselines.baseline_rows, trained and random too
-    )
+from rotviz.study.results import (
+    NETWORKS,
+    GoodnessRun,
+    GoodnessSummary,
+    NetworkScores,
+    reach_note,
+)
 
 
 def split_box_masks(
@@ -108,36 +100,25 @@ def score_rows(
     return pd.DataFrame(rows)
 
 
-# The threshold's reach: a mean share of pixels on at or above ALL_ON makes every mask the
-# whole image (Q is then the boxes' share of the image); at or below NONE_ON nothing passes.
-ALL_ON, NONE_ON = 0.95, 0.001
-
-
-def reach_note(mean_share_on: float | None) -> str:
-    """What a threshold's mean share of pixels on (0..1) means for Q; "" when it is informative."""
-    if mean_share_on is None or not math.isfinite(mean_share_on):
-        return ""
-    if mean_share_on >= ALL_ON:
-        return "nearly all pixels on: Q equals the boxes' share of the image"
-    if mean_share_on <= NONE_ON:
-        return "no pixel passes: Q is 0"
-    return ""
-
-
-def summarize(rows: pd.DataFrame) -> dict[str, Any]:
-    """Dataset scores: mean Q (over images with boxes), counts of images without, RMA, pointing,
-    mean share of pixels on (over all images) and its reach note, per network."""
-    out: dict[str, Any] = {"n_images": len(rows)}
-    for who in ("trained", "random"):
-        m = mean_goodness(rows[f"q_{who}"].tolist() if len(rows) else [])
-        out[f"mean_q_{who}"] = m.mean
-        out[f"mean_rma_{who}"] = float(rows[f"rma_{who}"].mean()) if m.n_used else None
-        out[f"pointing_{who}"] = float(rows[f"pointing_{who}"].mean()) if m.n_used else None
+def summarize(rows: pd.DataFrame, **context: Any) -> GoodnessSummary:
+    """Dataset scores of score_rows: mean Q (over images with boxes), counts of images without,
+    RMA, pointing, mean share of pixels on (over all images) and its reach note, per network;
+    context: the GoodnessSummary fields that say how it was measured (checkpoint, threshold...)."""
+    m = {who: mean_goodness(rows[f"q_{who}"].tolist() if len(rows) else []) for who in NETWORKS}
+    scores = {}
+    for who in NETWORKS:
         share = float(rows[f"fraction_on_{who}"].mean()) if len(rows) else None
-        out[f"mean_fraction_on_{who}"] = share
-        out[f"reach_note_{who}"] = reach_note(share)
-        out["n_scored"], out["n_without_boxes"] = m.n_used, m.n_undefined
-    return out
+        scored = m[who].n_used
+        scores[who] = NetworkScores(
+            mean_q=m[who].mean,
+            mean_rma=float(rows[f"rma_{who}"].mean()) if scored else None,
+            pointing=float(rows[f"pointing_{who}"].mean()) if scored else None,
+            mean_fraction_on=share,
+            reach_note=reach_note(share),
+        )
+    return GoodnessSummary(
+        len(rows), m["random"].n_used, m["random"].n_undefined, **scores, **context
+    )
 
 
 def goodness_run(
@@ -172,9 +153,9 @@ def goodness_run(
         twin_name = TWIN_NAMES[calibration.twin] if calibration else "random twin"
     masks = split_box_masks(split, keep_categories, include_crowd)
     rows = score_rows(split, maps_t, maps_r, masks, threshold)
-    summary = summarize(rows)
     baselines = baseline_rows(split.images, masks, {"trained": maps_t, "random": maps_r})
-    summary.update(
+    summary = summarize(
+        rows,
         checkpoint=checkpoint.name,
         dataset=checkpoint.card.dataset,
         model=checkpoint.card.model,
@@ -186,8 +167,8 @@ def goodness_run(
         twin=twin_name,
         twin_calibration=calibration.describe() if calibration else None,
     )
-    if summary["n_scored"]:
-        _, summary["baseline_flag"] = baseline_comparison(baselines)
+    if summary.n_scored:
+        summary = replace(summary, baseline_flag=baseline_comparison(baselines)[1])
     return GoodnessRun(rows, maps_t, maps_r, masks, summary, baselines)
 
 
@@ -212,27 +193,3 @@ def goodness_comparison(
         for net in q
     }
     return compare_paired(q_t, q_r), seeds
-
-
-def goodness_baselines(runs: Sequence[GoodnessRun]) -> tuple[pd.DataFrame, str]:
-    """Baselines beside the networks at the scale-free thresholds, and the trained network's flag.
-
-    runs: one per training seed (their per-image scores are averaged over seeds, as in
-    goodness_comparison). Returns baseline_summary (one row per source: trained, random,
-    centre, edges, noise) and "does not beat the ..." ("" when it beats edge map and centre).
-    """
-    rows = pd.concat([r.baselines for r in runs if r.baselines is not None], ignore_index=True)
-    rows = rows.groupby(["source", "image"], sort=False).mean().reset_index()
-    if not rows[f"q {SCALE_FREE[0].describe()}"].notna().any():
-        return baseline_summary(rows), ""
-    return baseline_summary(rows), baseline_comparison(rows)[1]
-
-
-def sweeps(run: GoodnessRun) -> pd.DataFrame:
-    """Dataset-level Q over log-spaced lambdas and percentiles, trained and random (column "network")."""
-    has_box = run.masks.reshape(len(run.masks), -1).any(1)
-    frames = []
-    for who, maps in (("trained", run.maps_trained), ("random", run.maps_random)):
-        df = threshold_sweep(maps[has_box], run.masks[has_box])
-        frames.append(df.assign(network=who))
-    return pd.concat(frames, ignore_index=True)

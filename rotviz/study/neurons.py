@@ -22,24 +22,23 @@ network's row shows its own top images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.config import DataConfig
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.data.rotation import normalize, rotate
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
-from rotviz.nets.twin import trained_or_twin, twin_calibration
-from rotviz.report import figures
+from rotviz.nets.twin import DEFAULT_TWIN, describe_twin, trained_or_twin, twin_calibration
 from rotviz.study.probe import network_key, split_features
+from rotviz.study.results import NeuronsRun, NeuronView
 
 LAYERS = ("embedding", "rotation")
 # what the browser can show: the trained network or one of its twins (rotviz.nets.twin)
@@ -169,26 +168,6 @@ def top_table(
     )
 
 
-@dataclass
-class NeuronView:
-    """One neuron of one network: its top images as the network saw them, with their maps."""
-
-    layer: str
-    network: str
-    neuron: int
-    label: str
-    rows: np.ndarray  # (k,) rows of the split, highest activation first
-    values: np.ndarray  # (k,) their activations
-    images: np.ndarray  # (k, 3, S, S) uint8, turned for rotation neurons
-    maps: np.ndarray  # (k, S, S) float32 single-neuron saliency
-
-    def captions(self) -> list[str]:
-        """One caption per image: row and activation (probability for rotation neurons)."""
-        if self.layer == "rotation":
-            return [f"#{r} p={np.exp(v):.3f}" for r, v in zip(self.rows, self.values, strict=True)]
-        return [f"#{r} a={v:.3g}" for r, v in zip(self.rows, self.values, strict=True)]
-
-
 def neuron_view(
     checkpoint: Checkpoint,
     model: RotationNet,
@@ -223,28 +202,73 @@ def neuron_view(
     )
 
 
-# --------------------------------------------------------------------------- drawing
+def neurons_run(
+    checkpoint: Checkpoint,
+    split: PreparedSplit,
+    layers: Sequence[str],
+    device: torch.device,
+    top: int = TOP_K,
+    sort: str = "neuron",
+    limit: int | None = None,
+    chosen: Sequence[int] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[str], Progress] | None = None,
+    twin: str = DEFAULT_TWIN,
+    data: DataConfig | None = None,
+) -> NeuronsRun:
+    """The top-k table of every neuron of the layers, trained and its random twin of kind twin
+    (calibrated by rotviz.nets.twin's rule for data, the data of split; said in the log and in
+    the table's twin_calibration column), and the contact sheets of the chosen neurons
+    (default: the trained network's neurons by sort, the first limit); the sheets' views are
+    computed as they are read (once). progress(network) gives the progress callback of that
+    network's activations."""
+    files = [r.relpath for r in split.records]
+    nets = ("trained", twin)  # a contact sheet's rows: the trained net, its twin
+    models = {net: trained_or_twin(checkpoint, net, device, data) for net in nets}
+    calibration = models[twin].calibration.describe()
+    if log:
+        log(describe_twin(models[twin]))
+    tables, picks = [], []
+    for layer in layers:
+        acts = {
+            net: activations(
+                checkpoint,
+                split,
+                layer,
+                net,
+                device,
+                models[net],
+                progress=progress(net) if progress else None,
+            )
+            for net in nets
+        }
+        labels = neuron_labels(checkpoint, layer, acts["trained"].shape[1])
+        for net in nets:
+            tables.append(
+                top_table(acts[net], files, labels, top).assign(
+                    network=net,
+                    layer=layer,
+                    twin_calibration=calibration if net != "trained" else "",
+                )
+            )
+        if chosen is not None:
+            neurons = list(chosen)
+        else:
+            neurons = sorted_neurons(neuron_stats(acts["trained"], top), sort)[:limit]
+        if log:
+            log(f"{layer} layer: {len(labels)} neurons, contact sheets of {len(neurons)}")
+        picks.append((layer, models, acts, neurons))
 
+    def sheets() -> Iterator[tuple[str, list[NeuronView]]]:
+        for layer, models, acts, neurons in picks:
+            for i in neurons:
+                views = [
+                    neuron_view(checkpoint, models[net], net, split, acts[net], layer, i, top)
+                    for net in nets
+                ]
+                yield f"{layer}_{i:04d}", views
 
-def contact_sheet(views: Sequence[NeuronView], title: str | None = None) -> Figure:
-    """One row per view (e.g. trained, random twin): its top images with the neuron's map
-    overlaid (colour scale per row, from 0 to the row's largest value)."""
-    if not views:
-        raise RotvizError("a contact sheet needs at least one neuron view")
-    cols = max(len(v.rows) for v in views)
-    fig = figures._new_figure((1.3 * cols + 0.4, 1.55 * len(views) + 0.4))
-    grid = fig.add_gridspec(len(views), cols)
-    for r, view in enumerate(views):
-        vmax = float(view.maps.max()) if view.maps.size else 1.0
-        for c in range(cols):
-            ax = fig.add_subplot(grid[r, c])
-            if c >= len(view.rows):
-                ax.set_axis_off()
-                continue
-            figures.overlay(view.images[c], view.maps[c], ax=ax, vmin=0.0, vmax=vmax or 1.0)
-            ax.set_title(view.captions()[c], fontsize=6)
-            if c == 0:
-                ax.set_ylabel(f"{view.network}\n{view.layer} {view.label}", fontsize=7)
-    v = views[0]
-    fig.suptitle(title or f"{v.layer} neuron {v.label}: top {len(v.rows)} images", fontsize=9)
-    return fig
+    table = pd.concat(tables, ignore_index=True)
+    first = ["network", "layer"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    return NeuronsRun(table, sheets(), top, len(split), twin)

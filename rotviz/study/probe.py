@@ -52,6 +52,7 @@ from rotviz.scores.stats import (
     seed_interval,
     wilcoxon_p,
 )
+from rotviz.study.results import ProbeRun
 
 TASKS = ("auto", "face", "identity", "catdog", "folder", "city")
 DEFAULT_TASK = {
@@ -664,6 +665,22 @@ def probe_numbers(per_image: pd.DataFrame, n_resamples: int = 1000) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def probe_result(td: TaskData, per_image: pd.DataFrame, seeds: Sequence[int]) -> ProbeRun:
+    """The typed result of a probe: its per-image rows, probe_numbers and the task's facts."""
+    return ProbeRun(
+        per_image,
+        probe_numbers(per_image),
+        td.task,
+        td.dataset,
+        list(td.classes),
+        list(td.notes),
+        len(td.y_train),
+        len(td.y_test),
+        chance_accuracy(td.y_test),
+        list(seeds),
+    )
+
+
 def probe_table(numbers: pd.DataFrame) -> pd.DataFrame:
     """Display table (%): rows (method, labels), columns trained, random, difference, p[, seeds]."""
     shown = {}
@@ -686,34 +703,3 @@ def probe_table(numbers: pd.DataFrame) -> pd.DataFrame:
     df = pd.DataFrame.from_dict(shown, orient="index")
     df.index = pd.MultiIndex.from_tuples(df.index, names=["method", "labels"])
     return df
-
-
-def label_efficiency_figure(numbers: pd.DataFrame, title: str | None = None):
-    """Accuracy vs fraction of training labels, trained (solid) vs random (dashed), 95 % bars."""
-    from rotviz.report.figures import _new_figure
-
-    fig = _new_figure((6.0, 4.0))
-    ax = fig.add_subplot()
-    for i, (method, part) in enumerate(numbers.groupby("method", sort=False)):
-        part = part.sort_values("fraction")
-        x = part["fraction"].to_numpy(dtype=float)
-        for net, style in (("trained", "-"), ("random", "--")):
-            y = part[net].to_numpy(dtype=float)
-            err = np.stack([y - part[f"{net}_low"], part[f"{net}_high"] - y])
-            ax.errorbar(
-                x,
-                100 * y,
-                yerr=100 * err,
-                fmt="o" + style,
-                color=f"C{i}",
-                capsize=3,
-                label=f"{method}, {net}",
-            )
-    ax.set_xscale("log")
-    xs = sorted(numbers["fraction"].unique())
-    ax.set_xticks(xs, [f"{x:.0%}" for x in xs])
-    ax.set_xlabel("training labels used")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7)
-    ax.set_title(title or "Label efficiency: rotation-pretrained vs random")
-    return fig

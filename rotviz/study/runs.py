@@ -18,26 +18,25 @@ from rotviz.nets.store import CheckpointStore, checkpoint_key, checkpoint_name
 from rotviz.nets.twin import (
     DEFAULT_TWIN,
     TWIN_NAMES,
-    TwinCalibration,
     describe_twin,
     random_twin_of,
 )
 from rotviz.runtime import RuntimeLike, as_runtime
 from rotviz.scores.metrics import parse_threshold
-from rotviz.study.consistency import consistency_table
+from rotviz.study.consistency import consistency_run
 from rotviz.study.files import Study
 from rotviz.study.goodness import split_box_masks
 from rotviz.study.probe import (
     FRACTIONS,
     FinetuneConfig,
-    TaskData,
-    probe_numbers,
+    probe_result,
     probe_run,
     probe_table,
     task_data,
 )
-from rotviz.study.sanity import SanityReport, sanity_report, shuffled_config
-from rotviz.training.pipeline import load_split, train_or_load
+from rotviz.study.results import ProbeRun, RunContext, SanityRun
+from rotviz.study.sanity import sanity_report, shuffled_config
+from rotviz.training.pipeline import load_split, provenance, train_or_load
 
 Log = Callable[[str], None]
 
@@ -60,9 +59,9 @@ def run_probe(
     log: Log = quiet,
     checkpoint: Checkpoint | None = None,
     twin: str = DEFAULT_TWIN,
-) -> tuple[pd.DataFrame, pd.DataFrame, TaskData]:
-    """(per-image rows, numbers, task data) of the probe for every training seed (trains what the
-    store lacks); with checkpoint, of that one network only (seeds and train_cfg unused).
+) -> ProbeRun:
+    """The probe for every training seed (trains what the store lacks); with checkpoint, of that
+    one network only (train_cfg unused; seeds name its seed).
     twin: which random twin each network is compared with (rotviz.nets.twin.TWINS), calibrated
     by rotviz.nets.twin's rule (said in the log)."""
     runtime = as_runtime(runtime)
@@ -72,8 +71,8 @@ def run_probe(
         f"{len(td.y_train)} training and {len(td.y_test)} test images"
         + (f" ({'; '.join(td.notes)})" if td.notes else "")
     )
-    frames = []
-    for seed in [None] if checkpoint else seeds or [train_cfg.seed]:
+    frames, seeds = [], list(seeds or [train_cfg.seed])
+    for seed in [None] if checkpoint else seeds:
         ckpt = (
             checkpoint
             or train_or_load(
@@ -94,8 +93,21 @@ def run_probe(
                 twin=twin_model,
             )
         )
-    per_image = pd.concat(frames, ignore_index=True)
-    return per_image, probe_numbers(per_image), td
+    return probe_result(td, pd.concat(frames, ignore_index=True), seeds)
+
+
+def run_context(
+    checkpoint: Checkpoint | None, data: DataConfig, train: TrainConfig | None = None
+) -> RunContext:
+    """Where a run's numbers come from, for rotviz.report.writers: the network and data
+    (provenance; empty without a checkpoint), the data and training settings, the card."""
+    train = train or (checkpoint.train_config if checkpoint else None)
+    return RunContext(
+        provenance(checkpoint, data) if checkpoint else {},
+        dataclasses.asdict(data),
+        dataclasses.asdict(train) if train else {},
+        checkpoint.card.to_dict() if checkpoint else {},
+    )
 
 
 def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint | None:
@@ -104,17 +116,6 @@ def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint
     return store.load(
         checkpoint_name(data, cfg, checkpoint_key(data, cfg, ckpt.card.dataset_fingerprint))
     )
-
-
-@dataclasses.dataclass
-class SanityRun:
-    """The checkpoint checked, one report per neuron set, the test images' ids, and which
-    images calibrated the twin compared (rotviz.nets.twin's rule)."""
-
-    checkpoint: Checkpoint
-    reports: dict[str, SanityReport]
-    ids: list[str]
-    twin_calibration: TwinCalibration
 
 
 def run_sanity(
@@ -168,7 +169,7 @@ def run_sanity(
             ids,
             calibrated_twin=calibrated,
         )
-    return SanityRun(ckpt, reports, ids, calibrated.calibration)
+    return SanityRun(ckpt.name, reports, ids, calibrated.calibration.describe())
 
 
 def probe_and_sanity_tables(
@@ -192,7 +193,7 @@ def probe_and_sanity_tables(
         for ds in datasets:
             for model in models:
                 cfg = study.train_config(model)
-                _, numbers, _ = run_probe(
+                numbers = run_probe(
                     study.data_config(ds),
                     cfg,
                     store,
@@ -205,7 +206,7 @@ def probe_and_sanity_tables(
                     ft,
                     log,
                     twin=study.twin,
-                )
+                ).numbers
                 tables[f"probe {ds} {model}"] = probe_table(numbers)
                 tables[f"probe {ds} {model} numbers"] = numbers
     spec = study.sections.get("sanity")
@@ -251,8 +252,9 @@ def probe_and_sanity_tables(
                 log(f"consistency: {ds} {model}, {len(images)} test images")
                 twin = random_twin_of(ckpt.checkpoint, study.twin, runtime, data)
                 log(describe_twin(twin))
-                _, table = consistency_table(ckpt.checkpoint, images, sal, runtime, twin)
-                table.attrs["twin"] = TWIN_NAMES[study.twin]
+                run = consistency_run(ckpt.checkpoint, images, sal, runtime, twin)
+                table = run.table
+                table.attrs.update(numbers=run.numbers, twin=TWIN_NAMES[study.twin])
                 tables[f"consistency {ds} {model}"] = table
-                tables[f"consistency {ds} {model} numbers"] = table.attrs["numbers"]
+                tables[f"consistency {ds} {model} numbers"] = run.numbers
     return tables

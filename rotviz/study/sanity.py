@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,11 @@ from rotviz.scores.metrics import Threshold, goodness
 from rotviz.scores.similarity import (
     MEASURE_LABELS,
     MEASURES,
+    cascade_summary,
     similarity_rows,
 )
 from rotviz.scores.stats import bootstrap_interval, format_interval, wilcoxon_p
+from rotviz.study.results import CascadeResult, SanityReport
 
 INITIAL_COMPARISON = "trained vs random twin (initial statistics)"
 CALIBRATED_COMPARISON = "trained vs random twin (calibrated statistics)"
@@ -66,14 +68,6 @@ def cascading_models(
         current = copy.deepcopy(current)
         current.blocks()[-n].load_state_dict(twin.blocks()[-n].state_dict())
         yield n, names[-n], current.eval()
-
-
-@dataclass
-class CascadeResult:
-    """Per step and image: similarity to the trained map (and Q when boxes are given)."""
-
-    rows: pd.DataFrame  # step, randomised, image, spearman, ssim, top5, q
-    maps: np.ndarray | None  # (L + 1, N, S, S) when kept
 
 
 def cascading_randomization(
@@ -119,57 +113,6 @@ def cascading_randomization(
             progress(n + 1, n_steps)
     rows = pd.concat(frames, ignore_index=True)
     return CascadeResult(rows, np.stack(kept) if keep_maps else None)
-
-
-def cascade_summary(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Per step: mean similarity (and Q) with 95% bootstrap intervals over images (numeric columns)."""
-    out = []
-    for (step, name), part in rows.groupby(["step", "randomised"], sort=False):
-        rec: dict[str, object] = {"step": step, "randomised": name, "n": len(part)}
-        for col in (*MEASURES, "q"):
-            iv = bootstrap_interval(part[col], seed=seed)
-            rec[col], rec[f"{col}_low"], rec[f"{col}_high"] = iv.estimate, iv.low, iv.high
-        out.append(rec)
-    return pd.DataFrame(out).sort_values("step", ignore_index=True)
-
-
-def cascading_figure(rows: pd.DataFrame, image: object | None = None, title: str | None = None):
-    """Similarity to the trained map and Q against blocks randomised (matplotlib Figure).
-
-    image=None plots the mean over images with 95% bootstrap bands; otherwise that image's curves.
-    """
-    from rotviz.report.figures import _new_figure
-
-    fig = _new_figure((6.0, 4.0))
-    ax = fig.add_subplot()
-    if image is None:
-        summary = cascade_summary(rows)
-        x = summary["step"].to_numpy()
-        labels = summary["randomised"].tolist()
-        for col in (*MEASURES, "q"):
-            if summary[col].isna().all():
-                continue
-            label = MEASURE_LABELS.get(col, "Q (goodness)")
-            ax.plot(x, summary[col], marker="o", label=label)
-            ax.fill_between(x, summary[f"{col}_low"], summary[f"{col}_high"], alpha=0.2)
-    else:
-        part = rows[rows["image"] == image].sort_values("step")
-        if part.empty:
-            raise RotvizError(f"image {image!r} is not in the cascading-randomisation rows")
-        x = part["step"].to_numpy()
-        labels = part["randomised"].tolist()
-        for col in (*MEASURES, "q"):
-            if part[col].isna().all():
-                continue
-            ax.plot(x, part[col], marker="o", label=MEASURE_LABELS.get(col, "Q (goodness)"))
-    ax.set_xticks(x, [f"{s}\n{n}" for s, n in zip(x, labels, strict=True)], fontsize=7)
-    ax.set_xlabel("blocks randomised (from the head down)")
-    ax.set_ylabel("similarity to the trained map / Q")
-    ax.set_ylim(-0.1, 1.05)
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=7)
-    ax.set_title(title or "Cascading randomisation")
-    return fig
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -254,17 +197,6 @@ def similarity_table(
     display = pd.DataFrame.from_dict(shown, orient="index")
     display.index.name = "comparison"
     return display, pd.DataFrame(numbers)
-
-
-@dataclass
-class SanityReport:
-    """Everything the sanity command writes: per-image rows, tables and the cascade."""
-
-    similarities: dict[str, pd.DataFrame]  # comparison -> per-image rows
-    table: pd.DataFrame  # display strings
-    numbers: pd.DataFrame  # numeric, for CSV
-    cascade: CascadeResult
-    cascade_table: pd.DataFrame
 
 
 def sanity_report(
