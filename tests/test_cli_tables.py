@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from rotviz.attribution.saliency import parse_neurons, saliency_maps
+from rotviz.attribution.gradients import saliency_maps
+from rotviz.attribution.targets import parse_neurons
 from rotviz.cli.main import main
 from rotviz.config import DataConfig
 from rotviz.data.rotation import normalize

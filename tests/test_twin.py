@@ -17,8 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
+from rotviz.attribution.gradients import saliency_maps
 from rotviz.attribution.maps import checkpoint_maps
-from rotviz.attribution.saliency import SaliencyConfig, saliency_maps
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.cli.main import main
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize

@@ -21,12 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rotviz.attribution.gradients import explaining, image_batches, model_device, out_dtype
+from rotviz.attribution.gradients import neuron_set_maps
 from rotviz.attribution.targets import (
-    AllNeurons,
     NeuronSet,
-    TrueRotation,
-    check_request,
 )
 from rotviz.nets.models import RotationNet
 
@@ -45,32 +42,26 @@ def gradcam_maps(
     """Grad-CAM maps of a neuron set, x (N, 3, H, W) -> (N, H, W), non-negative.
 
     chunk_size: neurons upsampled at once (default NEURON_CHUNK). closed_form=False forces
-    the gradient path (the tests compare both with Captum).
+    the gradient path (the tests compare both with Captum). The set is selected by a forward
+    pass of its own; the target layer's activations by a second, shared by all neurons.
     """
-    neurons = AllNeurons() if neurons is None else neurons
-    check_request(layer, neurons, x)
-    if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, model.rotations)
-    device = model_device(model, x)
     size = tuple(x.shape[-2:])
-    out = torch.empty(x.shape[0], *size, dtype=out_dtype(x), device=x.device)
-    with explaining(model):
-        for rows in image_batches(x.shape[0], batch_size):
-            xb = x[rows].detach().to(device)
-            acts, outputs, pooled = _layer_and_outputs(model, layer, xb)
-            sel = neurons.for_images(rows).select(outputs.detach())  # (n, s)
-            running = torch.zeros(xb.shape[0], *size, dtype=acts.dtype, device=device)
-            step = max(1, chunk_size or NEURON_CHUNK)
-            for start in range(0, sel.shape[1], step):
-                cols = sel[:, start : start + step]
-                if closed_form and pooled:
-                    cams = _pooled_cams(model, layer, acts.detach(), cols)
-                else:
-                    cams = _gradient_cams(acts, outputs, cols, last=start + step >= sel.shape[1])
-                up = nn.functional.interpolate(cams.relu(), size=size, mode="bilinear")
-                running = torch.maximum(running, up.relu().amax(dim=1))
-            out[rows] = running.to(out.device, out.dtype)
-    return out
+
+    def chunk(xb: torch.Tensor, cols: torch.Tensor, prepared: tuple) -> torch.Tensor:
+        acts, outputs, pooled = prepared
+        if closed_form and pooled:
+            cams = _pooled_cams(model, layer, acts.detach(), cols)
+        else:
+            cams = _gradient_cams(acts, outputs, cols)
+        up = nn.functional.interpolate(cams.relu(), size=size, mode="bilinear")
+        return up.relu()  # (n, c, H, W)
+
+    def prepare(xb: torch.Tensor, rows: slice) -> tuple:
+        return _layer_and_outputs(model, layer, xb)
+
+    return neuron_set_maps(
+        model, x, layer, neurons, chunk, chunk_size or NEURON_CHUNK, batch_size, prepare
+    )
 
 
 def _layer_and_outputs(
@@ -108,16 +99,14 @@ def _pooled_cams(
     return torch.einsum("ncC,nChw->nchw", weights, acts)
 
 
-def _gradient_cams(
-    acts: torch.Tensor, outputs: torch.Tensor, cols: torch.Tensor, last: bool
-) -> torch.Tensor:
+def _gradient_cams(acts: torch.Tensor, outputs: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """CAMs (n, c, h, w) before relu from gradients of outputs[i, cols[i, j]] down to acts only."""
     n, c = cols.shape
     cot = torch.zeros(c, *outputs.shape, dtype=outputs.dtype, device=outputs.device)
     rows = torch.arange(n, device=outputs.device)
     cot[torch.arange(c, device=outputs.device)[:, None], rows[None, :], cols.T] = 1.0
     (grads,) = torch.autograd.grad(
-        outputs, acts, cot, retain_graph=not last, is_grads_batched=True
+        outputs, acts, cot, retain_graph=True, is_grads_batched=True
     )  # (c, n, C, h, w)
     alpha = grads.mean(dim=(-2, -1))  # (c, n, C)
     return torch.einsum("cnC,nChw->nchw", alpha, acts.detach())

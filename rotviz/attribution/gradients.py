@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from rotviz.attribution.targets import (
-    AllNeurons,
-    NeuronSet,
-    TrueRotation,
-    check_request,
-    layer_forward,
-)
+from rotviz.attribution.targets import NeuronSet, layer_forward, resolve_request
 from rotviz.errors import RotvizError
 from rotviz.nets.models import RotationNet
 
@@ -92,10 +87,7 @@ def saliency_maps(
     """
     if path not in PATHS:
         raise RotvizError(f"saliency path {path!r}: choose one of {', '.join(PATHS)}")
-    neurons = AllNeurons() if neurons is None else neurons
-    check_request(layer, neurons, x)
-    if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, model.rotations)
+    neurons = resolve_request(model, layer, neurons, x)
     device = model_device(model, x)
     forward = layer_forward(model, layer)
     out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
@@ -110,6 +102,46 @@ def saliency_maps(
                 xb = xb.clone().requires_grad_(True)
                 maps = _saliency_batch(forward, xb, sub, chunk_size, path == "vmap")
             out[rows] = maps.to(out.device, out.dtype)
+    return out
+
+
+ChunkMaps = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+
+
+def neuron_set_maps(
+    model: RotationNet,
+    x: torch.Tensor,
+    layer: str,
+    neurons: NeuronSet | None,
+    chunk_maps: ChunkMaps,
+    chunk_size: int | None = None,
+    batch_size: int | None = 16,
+    prepare: Callable[[torch.Tensor, slice], Any] | None = None,
+) -> torch.Tensor:
+    """Maps (N, H, W) of a neuron set from a method's maps of chunks of its neurons.
+
+    Per batch of images xb the set's neurons are selected (one forward pass without
+    gradients), ``prepare(xb, rows)`` computes what the method shares across neurons, and
+    ``chunk_maps(xb, cols, prepared)`` gives the maps (n, c, H, W) of neurons cols (n, c),
+    c <= chunk_size (default: about REPLICATE_BATCH image copies); the set's map is their
+    element-wise max. The model runs in eval mode with frozen parameters.
+    """
+    neurons = resolve_request(model, layer, neurons, x)
+    device = model_device(model, x)
+    forward = layer_forward(model, layer)
+    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
+    with explaining(model):
+        for rows in image_batches(x.shape[0], batch_size):
+            xb = x[rows].detach().to(device)
+            with torch.no_grad():
+                sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
+            prepared = prepare(xb, rows) if prepare else None
+            step = max(1, chunk_size or REPLICATE_BATCH // max(1, sel.shape[0]))
+            running = torch.zeros(xb.shape[0], *x.shape[-2:], dtype=xb.dtype, device=device)
+            for start in range(0, sel.shape[1], step):
+                maps = chunk_maps(xb, sel[:, start : start + step], prepared)
+                running = torch.maximum(running, maps.amax(dim=1))
+            out[rows] = running.to(out.device, out.dtype)
     return out
 
 

@@ -22,20 +22,10 @@ import torch
 from torch import nn
 
 from rotviz.attribution.gradcam import gradcam_maps
-from rotviz.attribution.gradients import (
-    REPLICATE_BATCH,
-    explaining,
-    image_batches,
-    model_device,
-    out_dtype,
-    saliency_maps,
-)
+from rotviz.attribution.gradients import neuron_set_maps, saliency_maps
 from rotviz.attribution.sampled import integrated_gradients_maps, smoothgrad_maps
 from rotviz.attribution.targets import (
-    AllNeurons,
     NeuronSet,
-    TrueRotation,
-    check_request,
     layer_forward,
 )
 from rotviz.errors import RotvizError
@@ -248,37 +238,27 @@ def attribute(
     (the reference the fast paths are tested against; SmoothGrad's noise is the same on both:
     drawn from ``seed + index of the batch's first image``, shared by the set's neurons).
     """
-    neurons = AllNeurons() if neurons is None else neurons
     chosen = method_named(method)
     options = MethodOptions(
         n_steps, nt_samples, stdevs, internal_batch_size, seed or 0, chunk_size, batch_size
     )
     if fast and chosen.fast is not None:
         return chosen.fast(model, x, layer, neurons, options)
-    check_request(layer, neurons, x)
-    if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, model.rotations)
-    device = model_device(model, x)
-    forward = layer_forward(model, layer)
     attr = chosen.build(_LayerModule(model, layer), model, options, tuple(x.shape[-2:]))
-    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
-    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+    def one_neuron(xb: torch.Tensor, cols: torch.Tensor, first: int) -> torch.Tensor:
+        if seed is not None and chosen.noise_per_batch:
+            torch.manual_seed(seed + first)
+        return attr(xb, cols[:, 0].tolist()).detach().abs().amax(dim=1, keepdim=True)
+
+    device = next(model.parameters(), x).device
     relu_ctx = _no_inplace_relu(model) if chosen.hooks_relu else contextlib.nullcontext()
-    with explaining(model), relu_ctx, rng:
+    with relu_ctx, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
-        for rows in image_batches(x.shape[0], batch_size):
-            xb = x[rows].detach().to(device)
-            with torch.no_grad():
-                sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
-            running = torch.zeros(xb.shape[0], *x.shape[-2:], dtype=xb.dtype, device=device)
-            for j in range(sel.shape[1]):
-                if seed is not None and chosen.noise_per_batch:
-                    torch.manual_seed(seed + rows.start)
-                a = attr(xb, sel[:, j].tolist())
-                running = torch.maximum(running, a.detach().abs().amax(dim=1))
-            out[rows] = running.to(out.device, out.dtype)
-    return out
+        return neuron_set_maps(
+            model, x, layer, neurons, one_neuron, 1, batch_size, lambda _, rows: rows.start
+        )
 
 
 def guided_backprop_maps(
@@ -293,27 +273,12 @@ def guided_backprop_maps(
     called once per chunk on image copies, copy j of image i targeting neuron j of its set."""
     from captum.attr import GuidedBackprop
 
-    neurons = AllNeurons() if neurons is None else neurons
-    check_request(layer, neurons, x)
-    if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, model.rotations)
-    device = model_device(model, x)
-    forward = layer_forward(model, layer)
     gbp = GuidedBackprop(_LayerModule(model, layer))
-    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
-    with explaining(model), _no_inplace_relu(model):
-        for rows in image_batches(x.shape[0], batch_size):
-            xb = x[rows].detach().to(device)
-            with torch.no_grad():
-                sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
-            n, s = sel.shape
-            step = max(1, chunk_size or REPLICATE_BATCH // max(1, n))
-            running = torch.zeros(n, *x.shape[-2:], dtype=xb.dtype, device=device)
-            for start in range(0, s, step):
-                cols = sel[:, start : start + step]
-                copies = xb.repeat_interleave(cols.shape[1], dim=0)
-                a = gbp.attribute(copies, target=cols.reshape(-1).tolist()).detach()
-                maps = a.abs().amax(dim=1).view(n, cols.shape[1], *x.shape[-2:])
-                running = torch.maximum(running, maps.amax(dim=1))
-            out[rows] = running.to(out.device, out.dtype)
-    return out
+
+    def chunk(xb: torch.Tensor, cols: torch.Tensor, _: object) -> torch.Tensor:
+        copies = xb.repeat_interleave(cols.shape[1], dim=0)
+        a = gbp.attribute(copies, target=cols.reshape(-1).tolist()).detach()
+        return a.abs().amax(dim=1).view(*cols.shape, *xb.shape[-2:])
+
+    with _no_inplace_relu(model):
+        return neuron_set_maps(model, x, layer, neurons, chunk, chunk_size, batch_size)

@@ -20,19 +20,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rotviz.attribution.gradients import (
-    REPLICATE_BATCH,
-    channels_last,
-    explaining,
-    image_batches,
-    model_device,
-    out_dtype,
-)
+from rotviz.attribution.gradients import REPLICATE_BATCH, channels_last, neuron_set_maps
 from rotviz.attribution.targets import (
-    AllNeurons,
     NeuronSet,
-    TrueRotation,
-    check_request,
     layer_forward,
 )
 from rotviz.nets.models import RotationNet
@@ -108,29 +98,14 @@ def _maps(
     chunk_size: int | None,
     batch_size: int | None,
 ) -> torch.Tensor:
-    neurons = AllNeurons() if neurons is None else neurons
-    check_request(layer, neurons, x)
-    if isinstance(neurons, TrueRotation) and neurons.labels is None:
-        neurons = neurons.for_rotation(0, model.rotations)
-    device = model_device(model, x)
     forward = layer_forward(model, layer)
-    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
-    with explaining(model), channels_last(model):
-        for rows in image_batches(x.shape[0], batch_size):
-            xb = x[rows].detach().to(device)
-            with torch.no_grad():
-                sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
-            pts = points(xb, rows.start)  # (K, n, C, H, W)
-            n, s = sel.shape
-            step = max(1, chunk_size or REPLICATE_BATCH // max(1, n))
-            running = torch.zeros(n, *x.shape[-2:], dtype=xb.dtype, device=device)
-            for start in range(0, s, step):
-                cols = sel[:, start : start + step]
-                total = weighted_gradients(forward, pts, cols, weights, absolute)
-                maps = attribution(total, xb).abs().amax(dim=2)  # (n, c, H, W)
-                running = torch.maximum(running, maps.amax(dim=1))
-            out[rows] = running.to(out.device, out.dtype)
-    return out
+
+    def chunk(xb: torch.Tensor, cols: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        total = weighted_gradients(forward, pts, cols, weights, absolute)
+        return attribution(total, xb).abs().amax(dim=2)  # (n, c, H, W)
+
+    with channels_last(model):
+        return neuron_set_maps(model, x, layer, neurons, chunk, chunk_size, batch_size, points)
 
 
 def weighted_gradients(

@@ -224,8 +224,13 @@ def layer_forward(model: RotationNet, layer: str) -> Callable[[torch.Tensor], to
     raise RotvizError(f"layer {layer!r}: choose rotation or embedding")
 
 
-def check_request(layer: str, neurons: NeuronSet, x: torch.Tensor) -> None:
-    """Raise RotvizError unless the layer exists, the neuron set fits it and x is (N, C, H, W)."""
+def resolve_request(
+    model: RotationNet, layer: str, neurons: NeuronSet | None, x: torch.Tensor
+) -> NeuronSet:
+    """The neuron set to explain on x (all neurons for None; "true" without labels reads the
+    images as upright, rotation 0 of the model's order); RotvizError unless the layer exists,
+    the set fits it and x is (N, C, H, W)."""
+    neurons = AllNeurons() if neurons is None else neurons
     if layer not in LAYERS:
         raise RotvizError(f"layer {layer!r}: choose rotation or embedding")
     if neurons.rotation_layer_only and layer != "rotation":
@@ -235,3 +240,6 @@ def check_request(layer: str, neurons: NeuronSet, x: torch.Tensor) -> None:
         )
     if x.dim() != 4:
         raise RotvizError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
+    if isinstance(neurons, TrueRotation) and neurons.labels is None:
+        neurons = neurons.for_rotation(0, model.rotations)
+    return neurons
