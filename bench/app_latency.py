@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rotviz.app.render import threshold_view  # noqa: E402
-from rotviz.attribution.aggregation import trained_and_random_maps  # noqa: E402
+from rotviz.attribution.aggregation import rotation_aggregated_maps  # noqa: E402
 from rotviz.attribution.targets import AllNeurons  # noqa: E402
 from rotviz.config import DataConfig  # noqa: E402
 from rotviz.data.rotation import normalize  # noqa: E402
@@ -64,8 +64,9 @@ def threshold_latency(repeats: int) -> None:
     for name in STUDY_MODELS:
         model, source = model_for(name)
         t0 = time.perf_counter()
-        maps_t, maps_r = trained_and_random_maps(
-            model, build_model(model.name, model.rotations, 0).eval(), x, "rotation", AllNeurons()
+        maps_t, maps_r = (
+            rotation_aggregated_maps(net, x, "rotation", AllNeurons())
+            for net in (model, build_model(model.name, model.rotations, 0).eval())
         )
         maps = (maps_t[0].numpy(), maps_r[0].numpy())
         first = time.perf_counter() - t0

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rotviz.attribution.aggregation import trained_and_random_maps
+from rotviz.attribution.aggregation import rotation_aggregated_maps
 from rotviz.attribution.targets import AllNeurons
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
@@ -179,14 +179,10 @@ def expected_q(card: dict, index: int, p: float) -> tuple[float, float]:
     twin = random_twin_of(ckpt, "initial")
     _, split = load_split(DataConfig("demo"), "test")
     x = normalize(torch.from_numpy(split.images[index : index + 1].copy()))
-    maps = trained_and_random_maps(
-        ckpt.model,
-        twin,
-        x,
-        "rotation",
-        AllNeurons(),
-        aggregate="none",  # the page's default, as the study's
-    )
+    maps = [  # aggregate "none": the page's default, as the study's
+        rotation_aggregated_maps(net, x, "rotation", AllNeurons(), aggregate="none")
+        for net in (ckpt.model, twin)
+    ]
     mask = box_mask(split.boxes[index], (128, 128))
     return tuple(goodness(Percentile(p).mask(m[0].numpy()), mask) for m in maps)
 

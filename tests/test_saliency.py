@@ -18,7 +18,7 @@ from captum.attr import (
 from skimage import data
 from torch import nn
 
-from rotviz.attribution.aggregation import rotation_aggregated_maps, trained_and_random_maps
+from rotviz.attribution.aggregation import rotation_aggregated_maps
 from rotviz.attribution.gradients import saliency_maps
 from rotviz.attribution.methods import METHODS, attribute, method_warning
 from rotviz.attribution.saliency import SaliencyConfig
@@ -700,20 +700,6 @@ def test_aggregation_applies_to_other_methods(six, x64):
 
 
 # ------------------------------------------------------------------ trained vs random, config
-
-
-def test_trained_and_random_maps_on_same_inputs(six, x64):
-    random = build_model(six.name, six.rotations, 7).eval().double()  # an untrained twin
-    trained_maps, random_maps = trained_and_random_maps(
-        six, random, x64, "embedding", TopK(2), (0, 1), "mean"
-    )
-    assert_maps_equal(
-        trained_maps, rotation_aggregated_maps(six, x64, "embedding", TopK(2), (0, 1), "mean")
-    )
-    assert_maps_equal(
-        random_maps, rotation_aggregated_maps(random, x64, "embedding", TopK(2), (0, 1), "mean")
-    )
-    assert not torch.allclose(trained_maps, random_maps)
 
 
 def test_saliency_config(six, x64):

@@ -57,24 +57,3 @@ def rotation_aggregated_maps(
             combined += back
     assert combined is not None
     return combined / len(ks) if aggregate == "mean" else combined
-
-
-def trained_and_random_maps(
-    trained: RotationNet,
-    random: RotationNet,
-    x: torch.Tensor,
-    layer: str = "rotation",
-    neurons: NeuronSet | None = None,
-    rotations: Sequence[int] = (0, 1, 2, 3),
-    aggregate: str = "mean",
-    method: str = "saliency",
-    **kw: object,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maps (N, H, W) of the trained model and its random twin on the same images x (N, 3, H, W).
-
-    Data-dependent sets (predicted, top-k) select by each model's own activations.
-    """
-    common = dict(rotations=rotations, aggregate=aggregate, method=method, **kw)
-    maps_trained = rotation_aggregated_maps(trained, x, layer, neurons, **common)
-    maps_random = rotation_aggregated_maps(random, x, layer, neurons, **common)
-    return maps_trained, maps_random

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rotviz.attribution.gradients import neuron_set_maps
+from rotviz.attribution.gradients import MethodOptions, neuron_set_maps, one_hot_cotangents
 from rotviz.attribution.targets import (
     NeuronSet,
 )
@@ -35,13 +35,12 @@ def gradcam_maps(
     x: torch.Tensor,
     layer: str = "rotation",
     neurons: NeuronSet | None = None,
-    chunk_size: int | None = None,
-    batch_size: int | None = 16,
+    options: MethodOptions | None = None,
     closed_form: bool = True,
 ) -> torch.Tensor:
     """Grad-CAM maps of a neuron set, x (N, 3, H, W) -> (N, H, W), non-negative.
 
-    chunk_size: neurons upsampled at once (default NEURON_CHUNK). closed_form=False forces
+    options.chunk_size: neurons upsampled at once (default NEURON_CHUNK). closed_form=False forces
     the gradient path (the tests compare both with Captum). The set is selected by a forward
     pass of its own; the target layer's activations by a second, shared by all neurons.
     """
@@ -59,8 +58,9 @@ def gradcam_maps(
     def prepare(xb: torch.Tensor, rows: slice) -> tuple:
         return _layer_and_outputs(model, layer, xb)
 
+    o = options or MethodOptions()
     return neuron_set_maps(
-        model, x, layer, neurons, chunk, chunk_size or NEURON_CHUNK, batch_size, prepare
+        model, x, layer, neurons, chunk, o.chunk_size or NEURON_CHUNK, o.batch_size, prepare
     )
 
 
@@ -101,10 +101,7 @@ def _pooled_cams(
 
 def _gradient_cams(acts: torch.Tensor, outputs: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """CAMs (n, c, h, w) before relu from gradients of outputs[i, cols[i, j]] down to acts only."""
-    n, c = cols.shape
-    cot = torch.zeros(c, *outputs.shape, dtype=outputs.dtype, device=outputs.device)
-    rows = torch.arange(n, device=outputs.device)
-    cot[torch.arange(c, device=outputs.device)[:, None], rows[None, :], cols.T] = 1.0
+    cot = one_hot_cotangents(outputs, cols)
     (grads,) = torch.autograd.grad(
         outputs, acts, cot, retain_graph=True, is_grads_batched=True
     )  # (c, n, C, h, w)

@@ -1,14 +1,18 @@
-"""Plain saliency, the study's method, at its cost bound: |d a / d x| for every selected neuron.
+"""Input gradients of many neurons at once, and plain saliency (the study's method) on them.
 
 The map of one neuron a is |d a / d x| reduced over colour channels by max, (H, W); the map of
 a neuron set is the element-wise max of its neurons' maps. Captum's ``Saliency(abs=True)``
-looped over neurons is the reference; ``saliency_maps`` equals it with fewer passes.
+looped over neurons is the reference; ``saliency_maps`` equals it at the cost bound (one
+forward and input-gradient pass per neuron and image, in big batches). The scaffold every
+method shares (``neuron_set_maps``), the replicated-batch gradients (``weighted_gradients``)
+and the one-hot cotangents of batched backward passes live here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +21,20 @@ from torch import nn
 from rotviz.attribution.targets import NeuronSet, layer_forward, resolve_request
 from rotviz.errors import RotvizError
 from rotviz.nets.models import RotationNet
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The knobs of the methods (each method reads the ones it needs)."""
+
+    n_steps: int = 32
+    nt_samples: int = 16
+    stdevs: float = 0.15
+    internal_batch_size: int | None = None
+    seed: int = 0
+    chunk_size: int | None = None  # neurons per pass of a fast path (None: about 64 copies)
+    batch_size: int | None = 16  # images per batch
+
 
 # Image-gradients computed together in one vmapped backward pass (chunk x images): bounds
 # memory (activations x CHUNK_IMAGES) and stays near the CPU's sweet spot.
@@ -87,22 +105,34 @@ def saliency_maps(
     """
     if path not in PATHS:
         raise RotvizError(f"saliency path {path!r}: choose one of {', '.join(PATHS)}")
-    neurons = resolve_request(model, layer, neurons, x)
-    device = model_device(model, x)
     forward = layer_forward(model, layer)
-    out = torch.empty(x.shape[0], *x.shape[-2:], dtype=out_dtype(x), device=x.device)
-    with explaining(model):
-        for rows in image_batches(x.shape[0], batch_size):
-            xb = x[rows].detach().to(device)
-            sub = neurons.for_images(rows)
-            if path == "replicate":
-                with channels_last(model):
-                    maps = _replicated_batch(forward, xb, sub, chunk_size)
-            else:
-                xb = xb.clone().requires_grad_(True)
-                maps = _saliency_batch(forward, xb, sub, chunk_size, path == "vmap")
-            out[rows] = maps.to(out.device, out.dtype)
-    return out
+    if path == "replicate":
+        one = torch.ones(1, dtype=torch.float64)
+
+        def replicated(xb: torch.Tensor, cols: torch.Tensor, _: object) -> torch.Tensor:
+            return weighted_gradients(forward, xb[None], cols, one, absolute=True).amax(dim=2)
+
+        with channels_last(model):
+            return neuron_set_maps(model, x, layer, neurons, replicated, chunk_size, batch_size)
+
+    def graph(xb: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        xg = xb.clone().requires_grad_(True)
+        return xg, forward(xg)
+
+    def backward(xb: torch.Tensor, cols: torch.Tensor, prepared: tuple) -> torch.Tensor:
+        xg, acts = prepared
+        cot = one_hot_cotangents(acts, cols)  # (c, N, n)
+        if path == "vmap":
+            (grads,) = torch.autograd.grad(acts, xg, cot, retain_graph=True, is_grads_batched=True)
+        else:
+            grads = torch.stack(
+                [torch.autograd.grad(acts, xg, c, retain_graph=True)[0] for c in cot]
+            )
+        return grads.abs().amax(dim=2).transpose(0, 1)  # (N, c, H, W)
+
+    return neuron_set_maps(
+        model, x, layer, neurons, backward, chunk_size, batch_size, graph, copies=CHUNK_IMAGES
+    )
 
 
 ChunkMaps = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -117,13 +147,14 @@ def neuron_set_maps(
     chunk_size: int | None = None,
     batch_size: int | None = 16,
     prepare: Callable[[torch.Tensor, slice], Any] | None = None,
+    copies: int = REPLICATE_BATCH,
 ) -> torch.Tensor:
     """Maps (N, H, W) of a neuron set from a method's maps of chunks of its neurons.
 
     Per batch of images xb the set's neurons are selected (one forward pass without
     gradients), ``prepare(xb, rows)`` computes what the method shares across neurons, and
     ``chunk_maps(xb, cols, prepared)`` gives the maps (n, c, H, W) of neurons cols (n, c),
-    c <= chunk_size (default: about REPLICATE_BATCH image copies); the set's map is their
+    c <= chunk_size (default: about ``copies`` images x neurons); the set's map is their
     element-wise max. The model runs in eval mode with frozen parameters.
     """
     neurons = resolve_request(model, layer, neurons, x)
@@ -136,18 +167,13 @@ def neuron_set_maps(
             with torch.no_grad():
                 sel = neurons.for_images(rows).select(forward(xb))  # (n, s)
             prepared = prepare(xb, rows) if prepare else None
-            step = max(1, chunk_size or REPLICATE_BATCH // max(1, sel.shape[0]))
+            step = max(1, chunk_size or copies // max(1, sel.shape[0]))
             running = torch.zeros(xb.shape[0], *x.shape[-2:], dtype=xb.dtype, device=device)
             for start in range(0, sel.shape[1], step):
                 maps = chunk_maps(xb, sel[:, start : start + step], prepared)
                 running = torch.maximum(running, maps.amax(dim=1))
             out[rows] = running.to(out.device, out.dtype)
     return out
-
-
-def auto_chunk_size(n_images: int) -> int:
-    """Neurons per vmapped backward pass: about CHUNK_IMAGES image-gradients at once."""
-    return max(1, CHUNK_IMAGES // max(1, n_images))
 
 
 @contextlib.contextmanager
@@ -164,61 +190,46 @@ def channels_last(model: nn.Module) -> Iterator[None]:
                 conv.weight.data = conv.weight.data.contiguous()
 
 
-def _replicated_batch(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    neurons: NeuronSet,
-    chunk_size: int | None,
-) -> torch.Tensor:
-    """Maps (N, H, W): image i repeated c times, copy j backpropagates neuron sel[i, j]."""
-    with torch.no_grad():
-        sel = neurons.select(forward(x))  # (N, s)
-    n_img, n_sel = sel.shape
-    c_max = max(1, chunk_size or REPLICATE_BATCH // max(1, n_img))
-    running = torch.zeros(n_img, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    for start in range(0, n_sel, c_max):
-        cols = sel[:, start : start + c_max]  # (N, c)
-        c = cols.shape[1]
-        xr = x.repeat_interleave(c, dim=0).contiguous(memory_format=torch.channels_last)
-        xr.requires_grad_(True)  # (N*c, 3, H, W)
-        acts = forward(xr)  # (N*c, n)
-        picked = acts[torch.arange(n_img * c, device=acts.device), cols.reshape(-1)]
-        (grads,) = torch.autograd.grad(picked.sum(), xr)
-        per_copy = grads.abs().amax(dim=1).view(n_img, c, *x.shape[-2:])
-        running = torch.maximum(running, per_copy.amax(dim=1))
-    return running
+def one_hot_cotangents(outputs: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Cotangents (c, N, n) of outputs (N, n): the j-th has a 1 at (i, cols[i, j]) for every image i.
+
+    Images are independent in eval mode, so one backward pass of the j-th cotangent gives
+    every image's gradient of its j-th selected neuron.
+    """
+    n_img, c = cols.shape
+    cot = torch.zeros(c, *outputs.shape, dtype=outputs.dtype, device=outputs.device)
+    rows = torch.arange(n_img, device=outputs.device)
+    cot[torch.arange(c, device=outputs.device)[:, None], rows[None, :], cols.T] = 1.0
+    return cot
 
 
-def _saliency_batch(
+def weighted_gradients(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    neurons: NeuronSet,
-    chunk_size: int | None,
-    batched: bool,
+    points: torch.Tensor,
+    cols: torch.Tensor,
+    weights: torch.Tensor,
+    absolute: bool,
+    copies: int = REPLICATE_BATCH,
 ) -> torch.Tensor:
-    acts = forward(x)  # (N, n)
-    sel = neurons.select(acts.detach())  # (N, s)
-    n_img, n_sel = sel.shape
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(n_img)
-    rows = torch.arange(n_img, device=acts.device)
-    running = torch.zeros(n_img, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    chunk_size = max(1, chunk_size)
-    for start in range(0, n_sel, chunk_size):
-        cols = sel[:, start : start + chunk_size]  # (N, c)
-        c = cols.shape[1]
-        last = start + c >= n_sel
-        # Images are independent in eval mode, so one cotangent with a 1 at (i, sel[i, j])
-        # for every image i gives all images' gradients of their j-th selected neuron.
-        cot = torch.zeros(c, *acts.shape, dtype=acts.dtype, device=acts.device)
-        cot[torch.arange(c, device=acts.device)[:, None], rows[None, :], cols.T] = 1.0
-        if batched:
-            (grads,) = torch.autograd.grad(
-                acts, x, cot, retain_graph=not last, is_grads_batched=True
-            )
-            running = torch.maximum(running, grads.abs().amax(dim=2).amax(dim=0))
-            continue
-        for j in range(c):
-            (g,) = torch.autograd.grad(acts, x, cot[j], retain_graph=not (last and j == c - 1))
-            running = torch.maximum(running, g.abs().amax(dim=1))
-    return running
+    """sum_k w_k g_k for every image i and neuron cols[i, j], g_k the input gradient of that
+    neuron at points[k, i] (|g_k| when absolute); points (K, n, C, H, W), cols (n, c) ->
+    (n, c, C, H, W). Each image copy in a pass backpropagates its own neuron; a pass holds
+    about ``copies`` copies."""
+    n_points, n = points.shape[:2]
+    c = cols.shape[1]
+    targets = cols.reshape(-1)  # image-major: copy (i, j)
+    total = torch.zeros(n, c, *points.shape[2:], dtype=points.dtype, device=points.device)
+    group = max(1, copies // (n * c))
+    for k0 in range(0, n_points, group):
+        ks = range(k0, min(n_points, k0 + group))
+        batch = torch.cat([points[k].repeat_interleave(c, dim=0) for k in ks])
+        batch = batch.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        acts = forward(batch)
+        picked = acts[torch.arange(batch.shape[0], device=acts.device), targets.repeat(len(ks))]
+        (grads,) = torch.autograd.grad(picked.sum(), batch)
+        grads = grads.view(len(ks), n, c, *points.shape[2:])
+        if absolute:
+            grads = grads.abs()
+        w = weights[k0 : k0 + len(ks)].to(grads.device, grads.dtype)
+        total += (w.view(-1, 1, 1, 1, 1, 1) * grads).sum(dim=0)
+    return total

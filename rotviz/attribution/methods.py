@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rotviz.attribution.gradcam import gradcam_maps
-from rotviz.attribution.gradients import neuron_set_maps, saliency_maps
+from rotviz.attribution.gradients import MethodOptions, neuron_set_maps, saliency_maps
 from rotviz.attribution.sampled import integrated_gradients_maps, smoothgrad_maps
 from rotviz.attribution.targets import (
     NeuronSet,
@@ -34,19 +34,6 @@ from rotviz.nets.models import RotationNet
 Attribution = Callable[
     [torch.Tensor, list[int]], torch.Tensor
 ]  # (x, target per image) -> (N, C, H, W)
-
-
-@dataclass(frozen=True)
-class MethodOptions:
-    """The knobs of the methods (each method reads the ones it needs)."""
-
-    n_steps: int = 32
-    nt_samples: int = 16
-    stdevs: float = 0.15
-    internal_batch_size: int | None = None
-    seed: int = 0
-    chunk_size: int | None = None  # neurons per pass of a fast path (None: about 64 copies)
-    batch_size: int | None = 16  # images per batch
 
 
 FastPath = Callable[[RotationNet, torch.Tensor, str, NeuronSet, MethodOptions], torch.Tensor]
@@ -91,12 +78,7 @@ def _saliency(module: nn.Module, model: RotationNet, o: MethodOptions, size: tup
     return lambda x, t: sal.attribute(x, target=t, abs=True)
 
 
-@register(
-    "integrated_gradients",
-    fast=lambda m, x, layer, ns, o: integrated_gradients_maps(
-        m, x, layer, ns, o.n_steps, o.chunk_size, o.batch_size
-    ),
-)
+@register("integrated_gradients", fast=integrated_gradients_maps)
 def _integrated_gradients(module, model, o: MethodOptions, size):
     from captum.attr import IntegratedGradients
 
@@ -110,13 +92,7 @@ def _integrated_gradients(module, model, o: MethodOptions, size):
     )
 
 
-@register(
-    "smoothgrad",
-    noise_per_batch=True,
-    fast=lambda m, x, layer, ns, o: smoothgrad_maps(
-        m, x, layer, ns, o.nt_samples, o.stdevs, o.seed, o.chunk_size, o.batch_size
-    ),
-)
+@register("smoothgrad", noise_per_batch=True, fast=smoothgrad_maps)
 def _smoothgrad(module, model, o: MethodOptions, size):
     from captum.attr import NoiseTunnel, Saliency
 
@@ -126,10 +102,7 @@ def _smoothgrad(module, model, o: MethodOptions, size):
     )
 
 
-@register(
-    "gradcam",
-    fast=lambda m, x, layer, ns, o: gradcam_maps(m, x, layer, ns, o.chunk_size, o.batch_size),
-)
+@register("gradcam", fast=gradcam_maps)
 def _gradcam(module, model: RotationNet, o: MethodOptions, size: tuple[int, int]):
     from captum.attr import LayerAttribution, LayerGradCam
 
@@ -142,13 +115,7 @@ def _gradcam(module, model: RotationNet, o: MethodOptions, size: tuple[int, int]
     return gradcam
 
 
-@register(
-    "guided_backprop",
-    hooks_relu=True,
-    fast=lambda m, x, layer, ns, o: guided_backprop_maps(
-        m, x, layer, ns, o.chunk_size, o.batch_size
-    ),
-)
+@register("guided_backprop", hooks_relu=True, fast=lambda *a: guided_backprop_maps(*a))
 def _guided_backprop(module, model, o: MethodOptions, size):
     from captum.attr import GuidedBackprop
 
@@ -266,8 +233,7 @@ def guided_backprop_maps(
     x: torch.Tensor,
     layer: str = "rotation",
     neurons: NeuronSet | None = None,
-    chunk_size: int | None = None,
-    batch_size: int | None = 16,
+    options: MethodOptions | None = None,
 ) -> torch.Tensor:
     """Guided backprop of a neuron set, x (N, 3, H, W) -> (N, H, W): Captum's GuidedBackprop
     called once per chunk on image copies, copy j of image i targeting neuron j of its set."""
@@ -280,5 +246,6 @@ def guided_backprop_maps(
         a = gbp.attribute(copies, target=cols.reshape(-1).tolist()).detach()
         return a.abs().amax(dim=1).view(*cols.shape, *xb.shape[-2:])
 
+    o = options or MethodOptions()
     with _no_inplace_relu(model):
-        return neuron_set_maps(model, x, layer, neurons, chunk, chunk_size, batch_size)
+        return neuron_set_maps(model, x, layer, neurons, chunk, o.chunk_size, o.batch_size)

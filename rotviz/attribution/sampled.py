@@ -20,7 +20,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rotviz.attribution.gradients import REPLICATE_BATCH, channels_last, neuron_set_maps
+from rotviz.attribution.gradients import (
+    MethodOptions,
+    channels_last,
+    neuron_set_maps,
+    weighted_gradients,
+)
 from rotviz.attribution.targets import (
     NeuronSet,
     layer_forward,
@@ -39,12 +44,12 @@ def integrated_gradients_maps(
     x: torch.Tensor,
     layer: str = "rotation",
     neurons: NeuronSet | None = None,
-    n_steps: int = 32,
-    chunk_size: int | None = None,
-    batch_size: int | None = 16,
+    options: MethodOptions | None = None,
 ) -> torch.Tensor:
-    """Integrated gradients (zero baseline) of a neuron set, x (N, 3, H, W) -> (N, H, W)."""
-    alphas, weights = gauss_legendre(n_steps)
+    """Integrated gradients (zero baseline, options.n_steps points) of a neuron set,
+    x (N, 3, H, W) -> (N, H, W)."""
+    o = options or MethodOptions()
+    alphas, weights = gauss_legendre(o.n_steps)
 
     def points(xb: torch.Tensor, first: int) -> torch.Tensor:
         return torch.stack([alpha * xb for alpha in alphas])
@@ -53,7 +58,7 @@ def integrated_gradients_maps(
         return total * xb[:, None]
 
     step = torch.tensor(weights).float()  # Captum scales by float32 step sizes
-    return _maps(model, x, layer, neurons, points, step, False, attribution, chunk_size, batch_size)
+    return _maps(model, x, layer, neurons, points, step, False, attribution, o)
 
 
 def smoothgrad_maps(
@@ -61,13 +66,12 @@ def smoothgrad_maps(
     x: torch.Tensor,
     layer: str = "rotation",
     neurons: NeuronSet | None = None,
-    nt_samples: int = 16,
-    stdevs: float = 0.15,
-    seed: int = 0,
-    chunk_size: int | None = None,
-    batch_size: int | None = 16,
+    options: MethodOptions | None = None,
 ) -> torch.Tensor:
-    """SmoothGrad (mean |gradient| over noisy copies) of a neuron set, x (N, 3, H, W) -> (N, H, W)."""
+    """SmoothGrad (mean |gradient| over options.nt_samples copies with noise of std
+    options.stdevs, drawn from options.seed) of a neuron set, x (N, 3, H, W) -> (N, H, W)."""
+    o = options or MethodOptions()
+    nt_samples, stdevs, seed = o.nt_samples, o.stdevs, o.seed
 
     def points(xb: torch.Tensor, first: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[xb.device] if xb.device.type == "cuda" else []):
@@ -78,9 +82,7 @@ def smoothgrad_maps(
         return noisy.view(xb.shape[0], nt_samples, *xb.shape[1:]).transpose(0, 1)
 
     weight = torch.full((nt_samples,), 1.0 / nt_samples, dtype=torch.float64)
-    return _maps(
-        model, x, layer, neurons, points, weight, True, lambda t, _: t, chunk_size, batch_size
-    )
+    return _maps(model, x, layer, neurons, points, weight, True, lambda t, _: t, o)
 
 
 Points = Callable[[torch.Tensor, int], torch.Tensor]  # images (n, ...), first index -> (K, n, ...)
@@ -95,8 +97,7 @@ def _maps(
     weights: torch.Tensor,
     absolute: bool,
     attribution: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    chunk_size: int | None,
-    batch_size: int | None,
+    o: MethodOptions,
 ) -> torch.Tensor:
     forward = layer_forward(model, layer)
 
@@ -105,35 +106,13 @@ def _maps(
         return attribution(total, xb).abs().amax(dim=2)  # (n, c, H, W)
 
     with channels_last(model):
-        return neuron_set_maps(model, x, layer, neurons, chunk, chunk_size, batch_size, points)
-
-
-def weighted_gradients(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    points: torch.Tensor,
-    cols: torch.Tensor,
-    weights: torch.Tensor,
-    absolute: bool,
-    copies: int = REPLICATE_BATCH,
-) -> torch.Tensor:
-    """sum_k w_k g_k for every image i and neuron cols[i, j], g_k the input gradient of that
-    neuron at points[k, i] (|g_k| when absolute); points (K, n, C, H, W), cols (n, c) ->
-    (n, c, C, H, W). Each pass holds about ``copies`` image copies."""
-    n_points, n = points.shape[:2]
-    c = cols.shape[1]
-    targets = cols.reshape(-1)  # image-major: copy (i, j)
-    total = torch.zeros(n, c, *points.shape[2:], dtype=points.dtype, device=points.device)
-    group = max(1, copies // (n * c))
-    for k0 in range(0, n_points, group):
-        ks = range(k0, min(n_points, k0 + group))
-        batch = torch.cat([points[k].repeat_interleave(c, dim=0) for k in ks])
-        batch = batch.contiguous(memory_format=torch.channels_last).requires_grad_(True)
-        acts = forward(batch)
-        picked = acts[torch.arange(batch.shape[0], device=acts.device), targets.repeat(len(ks))]
-        (grads,) = torch.autograd.grad(picked.sum(), batch)
-        grads = grads.view(len(ks), n, c, *points.shape[2:])
-        if absolute:
-            grads = grads.abs()
-        w = weights[k0 : k0 + len(ks)].to(grads.device, grads.dtype)
-        total += (w.view(-1, 1, 1, 1, 1, 1) * grads).sum(dim=0)
-    return total
+        return neuron_set_maps(
+            model,
+            x,
+            layer,
+            neurons,
+            chunk,
+            o.chunk_size,
+            o.batch_size,
+            lambda xb, rows: points(xb, rows.start),
+        )
