@@ -155,7 +155,8 @@ def test_evaluate_writes_json_with_confusion(photo_folder, tmp_path):
     res = run_cli("evaluate", *train_args(photo_folder, tmp_path, 1)[1:], "--json", str(out))
     assert res.returncode == 0, res.stderr
     result = json.loads(out.read_text())
-    for who in ("trained", "random"):
+    assert result["twin_calibration"]["calibrated"]["own"] is True
+    for who in ("trained", "initial", "calibrated"):
         conf = np.array(result[who]["confusion"])
         assert conf.shape == (4, 4)
         assert conf.sum() == 4 * result["n_test_images"]
