@@ -194,7 +194,8 @@ def test_no_page_calls_out_of_the_machine(app_url):
 
 
 @pytest.mark.xfail(
-    strict=True, reason="Streamlit probes <page>/_stcore/... first (streamlit issue 7074)"
+    strict=True,
+    reason="Streamlit probes <page>/_stcore/... first, under st.navigation too (streamlit issue 7074)",
 )
 def test_no_404_at_all(app_url):
     """Fails (xfail) while Streamlit's upstream probe exists; passes, and so alerts, once it is gone."""
@@ -217,6 +218,9 @@ def test_saliency_page_in_chromium(app_url, tmp_path):
             assert any(v.startswith("Q, trained") for v in values), values
             assert all(re.search(r"\d+\.\d%", v) for v in values), values
             assert page.get_by_text("Saliency", exact=True).first.is_visible()
+            # opened first by its URL on a fresh server, the page is still served by the router
+            nav = page.locator("[data-testid='stSidebarNav']")
+            nav.get_by_role("link", name="Goodness Q").wait_for(timeout=30_000)
             assert page.locator('[data-testid="stException"]').count() == 0
             shot = tmp_path / "screenshot_saliency.png"
             page.evaluate("window.scrollTo(0, 0)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from rotviz.config import DataConfig
@@ -47,8 +48,22 @@ Q_HELP = (
 PAGE_ICON = Path(__file__).parent / "static" / "rotviz_icon.png"
 
 
+def under_the_router() -> None:
+    """Hand a page that Streamlit runs on its own to the router (app.py), then stop this run.
+
+    With a pages/ folder beside the main script, Streamlit starts in its legacy multipage mode
+    and, until some session has called st.navigation, runs a page opened by its URL on its own:
+    no router, no navigation sidebar, no page settings. Leaving that mode and rerunning lets
+    the router serve the same page (Streamlit's own flag; st.navigation clears it too).
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def page_header(title: str, intro: str) -> None:
-    """Title and one line saying what the page is for."""
+    """Title and one line saying what the page is for (served by the router)."""
+    under_the_router()
     st.title(title)
     st.caption(intro)
 
