@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import runpy
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from rotviz.config import DataConfig
 from rotviz.errors import RotvizError
@@ -49,16 +51,22 @@ PAGE_ICON = Path(__file__).parent / "static" / "rotviz_icon.png"
 
 
 def under_the_router() -> None:
-    """Hand a page that Streamlit runs on its own to the router (app.py), then stop this run.
+    """Serve a page that Streamlit runs on its own through the router (the main script).
 
     With a pages/ folder beside the main script, Streamlit starts in its legacy multipage mode
     and, until some session has called st.navigation, runs a page opened by its URL on its own:
-    no router, no navigation sidebar, no page settings. Leaving that mode and rerunning lets
-    the router serve the same page (Streamlit's own flag; st.navigation clears it too).
+    no router, no navigation sidebar, no page settings. Then leave that mode (Streamlit's own
+    flag, which st.navigation clears too), run the main script, whose st.navigation serves this
+    same page in this same run (widget values kept), and stop this bare run.
     """
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if not PagesManager.uses_pages_directory:
+        return
+    PagesManager.uses_pages_directory = False
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    runpy.run_path(str(ctx.pages_manager.main_script_path), run_name="__main__")
+    st.stop()
 
 
 def page_header(title: str, intro: str) -> None:
