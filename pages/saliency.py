@@ -21,7 +21,9 @@ def threshold_section(
 ) -> None:
     """Only this part reruns when the threshold moves: maps stay as they are."""
     with common.shown_errors("thresholding the maps"):
-        threshold = explore.threshold_widgets("sal", card.model, settings["layer"])
+        threshold = explore.threshold_widgets(
+            "sal", card.model, settings["layer"], has_boxes=len(boxes) > 0
+        )
         shown = explore.threshold_panel(image, boxes, maps, threshold, sweeps, key="sal")
         explore.exports(
             image,

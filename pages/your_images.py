@@ -47,7 +47,9 @@ with common.shown_errors("the Your images page"):
         st.stop()
 
     sal_cfg = explore.settings_widgets("up")
-    threshold = explore.threshold_widgets("up", card.model, sal_cfg.layer)
+    threshold = explore.threshold_widgets(
+        "up", card.model, sal_cfg.layer, has_boxes=box_mode != "none"
+    )
     twin = explore.twin_select("up")
     pair = cached.pair_with_twin(
         card, twin, common.with_local_paths(card.data_config), fallback=common.data_config("demo")

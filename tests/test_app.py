@@ -25,7 +25,7 @@ from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import normalize
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card
-from rotviz.nets.store import CheckpointStore, load_checkpoint
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore, load_checkpoint
 from rotviz.nets.twin import random_twin_of
 from rotviz.scores.metrics import Percentile, box_mask, format_q, goodness
 from rotviz.training.pipeline import load_split, train_or_load
@@ -33,7 +33,8 @@ from rotviz.training.pipeline import load_split, train_or_load
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
 TINY_DATA = DataConfig("demo", max_images=16)
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=8)
 TIMEOUT = 180
@@ -71,11 +72,10 @@ def card(app_dirs) -> dict:
     return json.loads(app_dirs["card"].read_text())
 
 
-def run_page(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+def run_page(page: str = "home.py") -> AppTest:
+    """One page script of pages/, run on its own."""
+    at = AppTest.from_file(str(REPO / "pages" / page), default_timeout=TIMEOUT)
     at.run()
-    if page:
-        at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -97,6 +97,30 @@ def metric(at: AppTest, label: str) -> str:
 # --------------------------------------------------------------------------- home
 
 
+def test_navigation_lists_every_page_script_once():
+    from rotviz.app.navigation import HOME, page_entries
+
+    entries = page_entries()
+    scripts = [e.script for e in entries]
+    assert sorted(scripts) == sorted(p.name for p in (REPO / "pages").glob("*.py"))
+    assert len({e.title for e in entries}) == len(entries)
+    assert entries[0] == HOME
+
+
+def test_router_serves_home_then_every_page_under_streamlit_navigation():
+    from rotviz.app.navigation import HOME, page_entries
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "rotviz" and "Q** = IoU" in texts(at)  # Home is the default
+    assert "Checkpoint store:" in " ".join(c.value for c in at.sidebar.caption)
+    for entry in page_entries():
+        at.switch_page(f"pages/{entry.script}").run()  # raises unless navigation lists it
+        assert not at.exception, (entry, [e.value for e in at.exception])
+        assert at.title[0].value == ("rotviz" if entry == HOME else entry.title)
+
+
 def test_home_lists_demo_and_the_stored_checkpoint(card):
     at = run_page()
     assert "Q** = IoU" in texts(at)
@@ -108,6 +132,8 @@ def test_home_lists_demo_and_the_stored_checkpoint(card):
     acc = card["metrics"]["test"]["trained"]["accuracy"]
     assert row["rotation accuracy, trained (%)"] == pytest.approx(100 * acc, abs=0.05)
     assert not at.error
+    columns = json.loads(at.dataframe[1].proto.columns)  # on screen: one decimal, not four
+    assert columns["rotation accuracy, trained (%)"]["type_config"]["format"] == "%.1f"
 
 
 def test_home_reports_a_missing_dataset_path_and_keeps_working(tmp_path):
@@ -138,7 +164,7 @@ def test_home_reports_a_missing_dataset_path_and_keeps_working(tmp_path):
 def test_train_page_serves_the_stored_checkpoint_then_trains_a_new_one(card):
     from rotviz.app.jobs import registry
 
-    at = run_page("pages/train.py")
+    at = run_page("train.py")
     at.number_input(key="train_epochs").set_value(1)
     at.number_input(key="train_max_images").set_value(16)
     at.number_input(key="train_bs").set_value(8)
@@ -163,7 +189,7 @@ def test_train_page_serves_the_stored_checkpoint_then_trains_a_new_one(card):
 
 
 def test_train_page_rejects_an_unknown_timm_model():
-    at = run_page("pages/train.py")
+    at = run_page("train.py")
     at.selectbox(key="train_model").set_value("other timm model...").run()
     at.text_input(key="train_model-timm").set_value("no_such_net_xyz").run()
     assert not at.exception
@@ -188,7 +214,7 @@ def expected_q(card: dict, index: int, p: float) -> tuple[float, float]:
 
 
 def test_saliency_page_shows_q_and_follows_the_threshold(app_dirs):
-    at = run_page("pages/saliency.py")
+    at = run_page("saliency.py")
     at.selectbox(key="sal_ckpt").set_value(str(app_dirs["card"])).run()  # the fixture's checkpoint
     assert metric(at, "Q, trained").endswith("%")
     index = at.selectbox(key="sal_image").value
@@ -212,8 +238,29 @@ def test_saliency_page_shows_q_and_follows_the_threshold(app_dirs):
     assert not at.exception and metric(at, "Q, trained").endswith("%")
 
 
+def test_saliency_page_opens_scale_free_with_the_study_lambda_one_click_away():
+    """On the shipped demo network the study's λ turns both maps on nearly everywhere, so trained
+    and twin score the same Q; the page opens on the box area, where they can differ."""
+    shipped = next(c for c in CheckpointStore(SHIPPED_STORE).cards() if c.dataset == "demo")
+    at = run_page("saliency.py")
+    at.selectbox(key="sal_ckpt").set_value(str(shipped.path)).run()
+    assert at.radio(key="sal-mode").value == "box-area"
+    assert "The study's absolute λ = 8e-04 (six_layer, rotation layer)" in texts(at)
+    assert "nearly all pixels on" not in texts(at)
+    at.radio(key="sal-mode").set_value("absolute").run()
+    assert at.select_slider(key="sal-lam-six_layer-rotation").value == 8e-4
+    assert metric(at, "Q, trained") == metric(at, "Q, random twin")
+    assert texts(at).count("nearly all pixels on") == 2  # the reach note, trained and twin
+
+    at.radio(key="sal-mode").set_value("box-area").run()
+    images = at.selectbox(key="sal_image")
+    camera = next(o for o in images.options if "camera" in o)  # "#50: skimage_camera.png (..."
+    images.set_value(int(camera.split(":")[0][1:])).run()
+    assert metric(at, "Q, trained") != metric(at, "Q, random twin")
+
+
 def test_saliency_page_shows_value_range_and_rotation_consistency(app_dirs):
-    at = run_page("pages/saliency.py")
+    at = run_page("saliency.py")
     at.selectbox(key="sal_ckpt").set_value(str(app_dirs["card"])).run()
     assert "Map values, percentiles — trained: 5th" in texts(at)
     at.checkbox(key="sal_consistency").check().run()
@@ -223,7 +270,7 @@ def test_saliency_page_shows_value_range_and_rotation_consistency(app_dirs):
 
 
 def test_saliency_page_explains_impossible_settings():
-    at = run_page("pages/saliency.py")
+    at = run_page("saliency.py")
     at.radio(key="sal-layer").set_value("embedding").run()
     at.selectbox(key="sal-neurons").set_value("predicted").run()
     assert not at.exception
@@ -233,12 +280,11 @@ def test_saliency_page_explains_impossible_settings():
     assert "neuron 999 does not exist" in at.error[0].value
 
 
-# --------------------------------------------------------------------------- metrics
+# --------------------------------------------------------------------------- measure pages
 
 
-def test_metrics_page_tables(card, app_dirs):
-    at = run_page("pages/metrics.py")
-    at.multiselect(key="met_ckpts").set_value([str(app_dirs["card"])]).run()
+def test_accuracy_page_tables(card):
+    at = run_page("accuracy.py")
     acc, others = at.dataframe[0].value, at.dataframe[1].value
     # the fixture's network is a --max-images quick run: never beside the published figures
     assert not (acc["checkpoint"] == card["name"]).any()
@@ -248,18 +294,26 @@ def test_metrics_page_tables(card, app_dirs):
     )
     assert "--max-images 16" in row["why not beside the study"]
     published = acc[(acc["dataset"] == "lfw") & (acc["model"] == "six_layer")].iloc[0]
-    assert published["published, trained (%)"] == 98.0
+    assert published["published, trained (%)"] == "98.0"  # on screen: one decimal
+    # a cell with no number reads "—", never None: no network of the study's recipe on COCO
+    coco = acc[(acc["dataset"] == "coco") & (acc["model"] == "six_layer")].iloc[0]
+    assert coco["ours, trained (%)"] == "—" and coco["checkpoint"] == "—"
+    assert not acc.isna().any().any()
 
-    at.selectbox(key="met_mode").set_value("percentile").run()
-    at.slider(key="met_pct").set_value(90.0)
-    at.button(key="met_compute").click().run()
+
+def test_goodness_page_table_and_sweep(app_dirs):
+    at = run_page("goodness.py")
+    at.multiselect(key="good_ckpts").set_value([str(app_dirs["card"])]).run()
+    at.selectbox(key="good_mode").set_value("percentile").run()
+    at.slider(key="good_pct").set_value(90.0)
+    at.button(key="good_compute").click().run()
     assert not at.exception and not at.error
-    good = at.dataframe[2].value
+    good = at.dataframe[0].value
     assert good["layer"].tolist() == ["rotation", "embedding"]
     assert (good["images with boxes"] == 9).all()  # the demo's nine photographs
     assert good["threshold"].tolist() == ["pct:90", "pct:90"]
     assert good["trained"].between(0, 1).all()
-    assert good["published mean Q, trained (%)"].isna().all()
+    assert good["published mean Q, trained (%)"].eq("—").all()  # not None on screen
     assert good["published: comparable?"].str.startswith("not the study's recipe").all()
     assert good["share of pixels on, trained (%)"].astype(float).between(9, 12).all()  # ~10%
     assert good["threshold's reach"].eq("informative").all()
@@ -267,16 +321,16 @@ def test_metrics_page_tables(card, app_dirs):
     assert len(at.get("plotly_chart")) == 1  # the dataset sweep
 
 
-def test_metrics_page_trains_what_is_missing_in_the_background(card, app_dirs, monkeypatch):
+def test_accuracy_page_trains_what_is_missing_in_the_background(card, app_dirs, monkeypatch):
     import rotviz.nets.models
     from rotviz.app.jobs import registry
 
     # a tiny timm net stands in for the study's big ones, to keep the test fast
     monkeypatch.setattr(rotviz.nets.models, "STUDY_MODELS", ("six_layer", "test_efficientnet"))
-    at = run_page("pages/metrics.py")
-    at.number_input(key="met_miss_epochs").set_value(1).run()
+    at = run_page("accuracy.py")
+    at.number_input(key="acc_miss_epochs").set_value(1).run()
     assert "test_efficientnet on demo yet" in texts(at)
-    at.button(key="met_miss_train").click().run()
+    at.button(key="acc_miss_train").click().run()
     assert not at.exception
     assert registry().wait_all(timeout=300)
     at.run()
@@ -288,21 +342,24 @@ def test_metrics_page_trains_what_is_missing_in_the_background(card, app_dirs, m
     assert (everything["model"] == "test_efficientnet").any()
 
 
-def test_metrics_page_probe_and_sanity_show_numbers(app_dirs):
+CELL = r"^(\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]$"  # "mean [low, high]"
+
+
+def test_probe_page_shows_accuracy_intervals_and_the_probe(app_dirs):
     import re
 
-    at = run_page("pages/metrics.py")
-    assert at.selectbox(key="met_dn_dataset").value == "demo"
-    n_frames = len(at.dataframe)
-    ci = at.dataframe[n_frames - 1].value  # the accuracy intervals of the chosen checkpoint
-    cell = re.compile(r"^(\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]$")
+    at = run_page("probe.py")
+    assert at.selectbox(key="probe_dataset").value == "demo"
+    at.selectbox(key="probe_ckpt").set_value(str(app_dirs["card"])).run()
+    ci = at.dataframe[0].value  # the accuracy intervals of the chosen checkpoint
+    cell = re.compile(CELL)
     for col in ("trained", "random"):
         x, lo, hi = map(float, cell.match(ci[f"{col} (%)"].iloc[0]).groups())
         assert lo <= x <= hi
         assert ci[col].iloc[0] == pytest.approx(x / 100, abs=5e-4)  # the numeric column
-    at.button(key="met_probe").click().run()
+    at.button(key="probe_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    probe = at.dataframe[n_frames].value
+    probe = at.dataframe[1].value
     assert {"method", "labels", "trained", "random", "p (Wilcoxon)"} <= set(probe.columns)
     assert set(probe["method"]) >= {"linear", "knn"}
     assert probe["labels"].tolist()[-1] == "100%"
@@ -310,9 +367,13 @@ def test_metrics_page_probe_and_sanity_show_numbers(app_dirs):
         x, lo, hi = map(float, cell.match(text).groups())
         assert 0 <= lo <= x <= hi <= 100
 
-    at.button(key="met_sanity").click().run()
+
+def test_sanity_page_shows_numbers(app_dirs):
+    at = run_page("sanity.py")
+    at.selectbox(key="san_ckpt").set_value(str(app_dirs["card"])).run()
+    at.button(key="san_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    sims = at.dataframe[n_frames + 1].value
+    sims = at.dataframe[0].value
     assert sims["comparison"].tolist()[0] == "trained vs random twin (initial statistics)"
     for col in ("Spearman rank correlation", "SSIM", "top-5% pixel intersection"):
         v = float(sims[col].iloc[0])
@@ -332,7 +393,7 @@ def jpeg_bytes(img: np.ndarray, **kw) -> bytes:
 def test_your_images_upload_predicts_and_scores(app_dirs):
     from skimage import data
 
-    at = run_page("pages/your_images.py")
+    at = run_page("your_images.py")
     at.selectbox(key="up_ckpt").set_value(str(app_dirs["card"])).run()
     assert "Upload one or more images" in texts(at)
     at.radio(key="up_box_mode").set_value("type numbers").run()

@@ -76,7 +76,7 @@ def test_the_store_listing_says_which_is_shipped(capsys):
     assert "store" in out and "shipped" in out
 
 
-@pytest.mark.parametrize("page", [None, "pages/metrics.py"])
+@pytest.mark.parametrize("page", [None, "pages/accuracy.py"])
 def test_app_tables_have_a_store_column(page):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest

@@ -1,23 +1,24 @@
-"""The package installs: `pip install .` and `pip install -e .`, `rotviz` and `python -m rotviz` from any folder.
+"""The package installs: `pip install .` and `pip install -e .`, `rotviz` and `python -m rotviz` from any folder;
+`rotviz app` starts Streamlit on the packaged router with the app's own settings.
 
 The slow test builds a fresh venv and installs rotviz without its dependencies (no network,
-no gigabytes); the dependencies are made visible from this interpreter's site-packages by a
-.pth file in the new venv.
+no gigabytes; tests.helpers.installed_venv). The browser test that `rotviz app` serves the
+home page from another folder is in test_browser.py.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib
-import os
-import shutil
-import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from rotviz.cli.app import app_command, app_settings, env_name, router_script
+from rotviz.cli.main import build_parser
+from tests.helpers import clean_env, installed_venv, run_ok
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -61,53 +62,18 @@ def test_console_script_and_package_data_are_declared():
     assert missed == [], f"add these to [tool.setuptools.package-data] in pyproject.toml: {missed}"
 
 
-def source_copy(dest: Path) -> Path:
-    """The files a `pip install .` reads, copied (the build writes build/ and *.egg-info there),
-    plus one stand-in for each kind of shipped file so the test sees them travel."""
-    dest.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, dest / name)
-    for folder in ("rotviz", "pages", ".streamlit"):
-        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shipped = dest / "checkpoints"
-    shipped.mkdir()
-    for name in ("standin.safetensors", "standin.json", "STANDIN.md", "train_shipped.sh"):
-        (shipped / name).write_text("stand-in")
-    return dest
-
-
-def run(cmd: list, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
-    return done
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("editable", [False, True], ids=["install", "editable"])
 def test_installed_rotviz_runs_from_any_folder(tmp_path, editable):
-    src = source_copy(tmp_path / "src")
-    venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    # no pip or setuptools of its own: this interpreter's pip installs into it, and the build
-    # uses this interpreter's setuptools (through the .pth), so nothing is downloaded
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
-    python = venv / "bin" / "python"
-    purelib = run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path, env
-    )
-    here = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    Path(purelib.stdout.strip(), "_rotviz_test_deps.pth").write_text("\n".join(sorted(here)) + "\n")
-    pip = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps"]
-    pip.append("--no-build-isolation")
-    run([*pip, *(["-e"] if editable else []), str(src)], tmp_path, env)
+    venv, src = installed_venv(tmp_path, editable)
+    python, env = venv / "bin" / "python", clean_env()
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for cmd in ([venv / "bin" / "rotviz", "--help"], [python, "-m", "rotviz", "--help"]):
-        out = run(cmd, elsewhere, env).stdout
-        assert "train" in out and "saliency" in out, out
-    where = run(
+        out = run_ok(cmd, elsewhere, env).stdout
+        assert "train" in out and "saliency" in out and "app" in out, out
+    where = run_ok(
         [python, "-c", "import pathlib, rotviz; print(pathlib.Path(rotviz.__file__).parent)"],
         elsewhere,
         env,
@@ -123,8 +89,38 @@ def test_installed_rotviz_runs_from_any_folder(tmp_path, editable):
             "checkpoints/standin.json",
             "checkpoints/STANDIN.md",
             "checkpoints/train_shipped.sh",
+            "pages/home.py",
             "pages/saliency.py",
+            "app/navigation.py",
             "streamlit/config.toml",
             *(f"app/static/{p.name}" for p in (src / "rotviz" / "app" / "static").glob("*")),
         ]
         assert [n for n in expected if not (installed / n).is_file()] == []
+
+
+def test_app_command_passes_the_app_settings_and_the_user_options_win(monkeypatch):
+    monkeypatch.delenv("STREAMLIT_SERVER_ADDRESS", raising=False)
+    monkeypatch.setenv("STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "5")  # the user's own choice
+    args = build_parser().parse_args(["app", "--server.port", "8600", "--theme.base=dark"])
+    cmd, env = app_command(args.streamlit_args)
+    assert cmd == [
+        sys.executable, "-m", "streamlit", "run", str(router_script()),
+        "--server.port", "8600", "--theme.base=dark",
+    ]  # fmt: skip
+    assert router_script() == REPO / "rotviz" / "app" / "navigation.py"
+    # .streamlit/config.toml, wherever the app starts: this machine only, no usage statistics
+    assert env["STREAMLIT_SERVER_ADDRESS"] == "localhost"
+    assert env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
+    assert env["STREAMLIT_SERVER_HEADLESS"] == "true"
+    assert env["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"] == "5"  # not the bundled 20
+    assert app_settings()["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"] == "20"
+    assert "STREAMLIT_CLIENT_SHOW_SIDEBAR_NAVIGATION" not in env  # st.navigation's sidebar shows
+
+
+def test_app_settings_use_streamlit_own_option_names():
+    pytest.importorskip("streamlit")
+    from streamlit import config
+
+    options = config._config_options_template
+    assert all(env_name(key) == option.env_var for key, option in options.items())
+    assert set(app_settings()) <= {option.env_var for option in options.values()}

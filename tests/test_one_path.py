@@ -102,6 +102,8 @@ def close(row: pd.Series, expected: pd.Series) -> None:
 
 
 def test_metrics_page_equals_the_study_csvs(study_run, monkeypatch):
+    from rotviz.app.summaries import accuracy_tables
+
     monkeypatch.setenv("ROTVIZ_STORE", str(study_run["store"]))
     monkeypatch.setenv("ROTVIZ_CACHE", str(study_run["cache"]))
     study_card, shuffled_card = study_run["cards"][False], study_run["cards"][True]
@@ -109,15 +111,21 @@ def test_metrics_page_equals_the_study_csvs(study_run, monkeypatch):
 
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
-    at.switch_page("pages/metrics.py").run()
+    at.switch_page("pages/accuracy.py").run()
     assert not at.exception, [e.value for e in at.exception]
 
     # beside the published figures: the study recipe only, never the newer shuffled network
     beside, others = at.dataframe[0].value, at.dataframe[1].value
     row = beside[(beside["dataset"] == "demo") & (beside["model"] == "six_layer")].iloc[0]
     assert row["checkpoint"] == study_card.name
-    assert row["ours, trained (%)"] == pytest.approx(100 * acc_csv["trained"], abs=1e-9)
+    # on screen with one decimal (a column with empty cells is text), exact in the table builder
+    assert row["ours, trained (%)"] == f"{100 * acc_csv['trained']:.1f}"
     calibrated = row["ours, random twin, calibrated statistics (%)"]  # the study's default twin
+    assert calibrated == f"{100 * acc_csv['random']:.1f}"
+    built, _ = accuracy_tables(CheckpointStore(study_run["store"]).cards())
+    built = built[(built["dataset"] == "demo") & (built["model"] == "six_layer")].iloc[0]
+    assert built["ours, trained (%)"] == pytest.approx(100 * acc_csv["trained"], abs=1e-9)
+    calibrated = built["ours, random twin, calibrated statistics (%)"]
     assert calibrated == pytest.approx(100 * acc_csv["random"], abs=1e-9)
     assert acc_csv["trained_low"] < acc_csv["trained_high"]  # it learned: intervals, not a constant
     assert row["precise BN"] == "yes"
@@ -126,21 +134,23 @@ def test_metrics_page_equals_the_study_csvs(study_run, monkeypatch):
     assert shuffled_row["labels"] == "shuffled"
     assert "shuffled labels" in shuffled_row["why not beside the study"]
     lfw = beside[(beside["dataset"] == "lfw") & (beside["model"] == "six_layer")].iloc[0]
-    assert lfw["published, trained (%)"] == 98.0  # the published column is the study's
+    assert lfw["published, trained (%)"] == "98.0"  # the published column is the study's
 
     # accuracy with intervals of the chosen network: rotviz.nets.evaluate.accuracy_comparison
-    at.selectbox(key="met_dn_ckpt").set_value(str(study_card.path)).run()
+    at.switch_page("pages/probe.py").run()
+    at.selectbox(key="probe_ckpt").set_value(str(study_card.path)).run()
     assert not at.exception
     ivs = next(d.value for d in at.dataframe if "trained_low" in d.value.columns)
     close(ivs.iloc[0], acc_csv)
 
     # goodness: the study's protocol (saliency, all neurons, no aggregation, the study's lambda)
-    at.multiselect(key="met_ckpts").set_value([str(study_card.path)]).run()
-    at.selectbox(key="met_method").set_value("saliency")
-    at.selectbox(key="met_aggregate").set_value("none")
-    at.selectbox(key="met_mode").set_value("percentile").run()
-    at.slider(key="met_pct").set_value(90.0).run()
-    at.button(key="met_compute").click().run()
+    at.switch_page("pages/goodness.py").run()
+    at.multiselect(key="good_ckpts").set_value([str(study_card.path)]).run()
+    at.selectbox(key="good_method").set_value("saliency")
+    at.selectbox(key="good_aggregate").set_value("none")
+    at.selectbox(key="good_mode").set_value("percentile").run()
+    at.slider(key="good_pct").set_value(90.0).run()
+    at.button(key="good_compute").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     good = next(d.value for d in at.dataframe if "published: comparable?" in d.value.columns)
     for layer in ("rotation", "embedding"):
@@ -150,7 +160,7 @@ def test_metrics_page_equals_the_study_csvs(study_run, monkeypatch):
         close(got, expected)
         assert 0 < expected["trained"] < 1 and expected["n"] == 9  # a real figure, not all 0
         # the study measured COCO (and at its absolute lambda): the cell says why no figure
-        assert pd.isna(got["published mean Q, trained (%)"])
+        assert got["published mean Q, trained (%)"] == "—"  # no None on screen
         assert got["published: comparable?"] == "not comparable: the study measured COCO, not demo"
 
 

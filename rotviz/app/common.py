@@ -5,18 +5,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import runpy
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from rotviz.config import DataConfig
 from rotviz.errors import RotvizError
 from rotviz.nets.checkpoint import Card
 from rotviz.nets.store import CheckpointStore, default_store, user_store_root
+from rotviz.report.figures import close_figure
 
 log = logging.getLogger("rotviz.app")
 
@@ -41,38 +45,43 @@ Q_HELP = (
 )
 
 
-# (script, label, icon) of every page, in sidebar order; app.py is Home.
-PAGES = (
-    ("app.py", "Home", ":material/home:"),
-    ("pages/train.py", "Train", ":material/model_training:"),
-    ("pages/saliency.py", "Saliency", ":material/local_fire_department:"),
-    ("pages/neurons.py", "Neurons", ":material/grid_view:"),
-    ("pages/metrics.py", "Metrics", ":material/table_chart:"),
-    ("pages/your_images.py", "Your images", ":material/image:"),
-)
-
-
 # The browser tab's icon, shipped with the package: a :material/...: page icon makes every
 # browser fetch it from Google's font server (an outside request, an error offline).
 PAGE_ICON = Path(__file__).parent / "static" / "rotviz_icon.png"
 
 
-def page_setup() -> None:
-    """Wide layout and the sidebar's page links (Streamlit's own list is off in config.toml:
-    it would label Home "app" and sort pages by file name)."""
-    st.set_page_config(page_title="rotviz", page_icon=str(PAGE_ICON), layout="wide")
-    with st.sidebar:
-        st.markdown("### rotviz")
-        for script, label, icon in PAGES:
-            st.page_link(script, label=label, icon=icon)
-        st.caption(f"Checkpoint store: `{store_root()}`")
+def under_the_router() -> None:
+    """Serve a page that Streamlit runs on its own through the router (the main script).
+
+    With a pages/ folder beside the main script, Streamlit starts in its legacy multipage mode
+    and, until some session has called st.navigation, runs a page opened by its URL on its own:
+    no router, no navigation sidebar, no page settings. Then leave that mode (Streamlit's own
+    flag, which st.navigation clears too), run the main script, whose st.navigation serves this
+    same page in this same run (widget values kept), and stop this bare run.
+    """
+    if not PagesManager.uses_pages_directory:
+        return
+    PagesManager.uses_pages_directory = False
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    runpy.run_path(str(ctx.pages_manager.main_script_path), run_name="__main__")
+    st.stop()
 
 
 def page_header(title: str, intro: str) -> None:
-    """Page setup, title and one line saying what the page is for."""
-    page_setup()
+    """Title and one line saying what the page is for (served by the router)."""
+    under_the_router()
     st.title(title)
     st.caption(intro)
+
+
+def show_figure(fig: Any) -> None:
+    """Draw a matplotlib figure on the page and free it."""
+    try:
+        st.pyplot(fig, clear_figure=False)
+    finally:
+        close_figure(fig)
 
 
 @contextlib.contextmanager

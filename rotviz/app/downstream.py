@@ -1,4 +1,4 @@
-"""Metrics page glue for issue 8: rotation accuracy with intervals, the downstream probe and the
+"""Probe and Sanity pages' glue: rotation accuracy with intervals, the downstream probe and the
 saliency sanity checks of one stored checkpoint (cached; never trains).
 
 Everything runs on the checkpoint the user picked: the probe uses its weights and its random
@@ -8,6 +8,7 @@ image (rotviz.study.sanity.image_sanity), with the shuffled-label model when the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,41 @@ from rotviz.study.sanity import shuffled_config
 from rotviz.training.pipeline import find_checkpoint
 
 SANITY_PERCENTILE = 95.0  # Q along the cascade at a scale-free threshold
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A stored network and the dataset it is applied to (its own, or another: cross-dataset)."""
+
+    card: Card
+    dataset: str
+    own: DataConfig  # the network's own data, with this session's paths
+    cfg: DataConfig  # the data it is applied to, in the network's preprocessing
+    dkey: str
+
+    @property
+    def stem(self) -> str:
+        """File-name stem of this network's exports."""
+        return f"{self.card.dataset}-{self.card.model}-{self.card.name[-8:]}"
+
+
+def network_choice(key: str) -> Chosen | None:
+    """Dataset and checkpoint widgets (networks trained elsewhere offered cross-dataset), with
+    captions saying what was chosen; None when the store has no checkpoint."""
+    dataset = common.dataset_select(f"{key}_dataset")
+    card = common.checkpoint_select(f"{key}_ckpt", dataset, others=True)
+    if card is None:
+        return None
+    own = common.with_local_paths(card.data_config)
+    cross = card.dataset != dataset
+    cfg = cached.viewing_config(card, common.data_config(dataset) if cross else own)
+    if cross:
+        st.caption(
+            f"Cross-dataset: a network trained on {card.dataset}, applied to the {dataset} test "
+            "split (not its own test split)."
+        )
+    st.caption(f"Recipe: {card.recipe.describe()}")
+    return Chosen(card, dataset, own, cfg, cached.data_key(cfg))
 
 
 @st.cache_data(max_entries=32, show_spinner="Evaluating rotation accuracy per test image...")

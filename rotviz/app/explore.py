@@ -103,19 +103,28 @@ def settings_widgets(key: str) -> SaliencyConfig:
     return SaliencyConfig(layer=layer, neurons=neurons, method=method, aggregate=aggregate)
 
 
-def threshold_widgets(key: str, model: str, layer: str) -> Threshold:
-    """Threshold mode and value (log-scale slider for λ, defaulting to the study's λ)."""
+def threshold_widgets(key: str, model: str, layer: str, has_boxes: bool) -> Threshold:
+    """Threshold mode and value. It opens scale-free (box area where the image has boxes, else
+    the 95th percentile), where trained and twin maps differ at first sight; the study's absolute
+    λ (log-scale slider at the study's value, with its reach note) is one click away."""
     c1, c2 = st.columns([1, 2])
-    mode = c1.radio("Threshold", list(MODES), format_func=MODES.get, key=f"{key}-mode")
+    first = "box-area" if has_boxes else "percentile"
+    mode = c1.radio(
+        "Threshold",
+        list(MODES),
+        index=list(MODES).index(first),
+        format_func=MODES.get,
+        key=f"{key}-mode",
+    )
+    study = study_lambda(layer, model)
     if mode == "absolute":
-        default = study_lambda(layer, model)
         lam = c2.select_slider(
             "λ: S_p = 1 where saliency S ≥ λ (log scale)",
             options=lambda_options(),
-            value=default,
+            value=study,
             format_func=lambda v: f"{v:.1e}",
             key=f"{key}-lam-{model}-{layer}",
-            help=f"The study used λ = {default:.0e} for {model} on the {layer} layer.",
+            help=f"The study used λ = {study:.0e} for {model} on the {layer} layer.",
         )
         return Absolute(float(lam))
     if mode == "percentile":
@@ -123,13 +132,21 @@ def threshold_widgets(key: str, model: str, layer: str) -> Threshold:
             "p: S_p = 1 where S ≥ the p-th percentile of the map",
             0.0,
             100.0,
-            90.0,
+            95.0,
             0.5,
             key=f"{key}-pct",
         )
-        return Percentile(float(p))
-    c2.caption("S_p = the |B| most salient pixels, |B| = the number of pixels inside the boxes.")
-    return BoxArea()
+        threshold: Threshold = Percentile(float(p))
+    else:
+        c2.caption(
+            "S_p = the |B| most salient pixels, |B| = the number of pixels inside the boxes."
+        )
+        threshold = BoxArea()
+    c2.caption(
+        f"Scale-free: the same share of pixels in both maps. The study's absolute λ = {study:.0e} "
+        f"({model}, {layer} layer): choose “{MODES['absolute']}”."
+    )
+    return threshold
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -147,3 +148,51 @@ def accuracy_tables(cards: list[Card]) -> tuple[pd.DataFrame, pd.DataFrame]:
         if id(c) not in shown
     ]
     return pd.DataFrame(rows), pd.DataFrame(others)
+
+
+EMPTY_CELL = "—"  # what a missing cell reads on screen (Streamlit would print "None")
+
+
+def _cell_text(value: object, percent_column: bool) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return EMPTY_CELL
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if percent_column:
+        return f"{value:.1f}"
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+def display_frame(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table for the screen: every missing cell of the shown columns (all by default) reads
+    "—"; a column holding one becomes text, percentages with one decimal. Complete columns, and
+    columns not shown, keep their numbers."""
+    out = df.copy()
+    for col in out.columns if columns is None else columns:
+        if out[col].isna().any():
+            percent_column = str(col).endswith("(%)")
+            out[col] = [_cell_text(v, percent_column) for v in out[col].astype(object)]
+    return out
+
+
+def percent_formats(df: pd.DataFrame) -> dict[str, st.column_config.NumberColumn]:
+    """One decimal for every numeric column whose name ends in "(%)"."""
+    return {
+        str(c): st.column_config.NumberColumn(str(c), format="%.1f")
+        for c in df.columns
+        if str(c).endswith("(%)") and pd.api.types.is_float_dtype(df[c])
+    }
+
+
+def show_table(df: pd.DataFrame, column_order: list[str] | None = None, **kwargs: Any) -> None:
+    """st.dataframe of a table as display_frame shows it, percentages with one decimal."""
+    shown = display_frame(df, column_order)
+    config = {**percent_formats(shown), **(kwargs.pop("column_config", None) or {})}
+    st.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        column_order=column_order,
+        column_config=config,
+        **kwargs,
+    )

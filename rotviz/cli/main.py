@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from rotviz import distributed
 from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.cli import app as app_cli
 from rotviz.cli import probe as probe_cli
 from rotviz.cli.options import (
     add_checkpoint_option,
@@ -575,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     probe_cli.add_commands(sub)
+    app_cli.add_command(sub)
     return parser
 
 
