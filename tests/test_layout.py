@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -51,3 +52,15 @@ def test_lower_layers_load_without_the_upper_ones():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_code_cites_neither_issue_numbers_nor_a_design_file_it_does_not_ship():
+    pattern = re.compile(r"DESIGN\.md|\(issue \d+\)|\bissue \d+\b")
+    offenders = [
+        f"{p.relative_to(REPO)}:{i}"
+        for folder in ("rotviz", "pages")
+        for p in (REPO / folder).rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line) and "streamlit issue" not in line
+    ]
+    assert offenders == [], offenders

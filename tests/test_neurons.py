@@ -1,4 +1,4 @@
-"""Neuron browser (issue 15): top images vs a direct forward pass, maps vs Captum, cache reuse,
+"""Neuron browser: top images vs a direct forward pass, maps vs Captum, cache reuse,
 selectivity by hand, the CLI's files and the Neurons page."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Neurons page glue (issue 15): the core's activations, neuron stats and per-neuron views, cached.
+"""Neurons page glue: the core's activations, neuron stats and per-neuron views, cached.
 
 Activations come from the core's disk cache (``rotviz.study.neurons.activations``: computed once per
 network and split, a few ms to load afterwards, progress shown while computing); neuron stats

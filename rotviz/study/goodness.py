@@ -1,7 +1,7 @@
 """Saliency goodness over a test split: per-image Q of the trained network and its random twin.
 
 Q is the intersection over union of the thresholded saliency map and the box mask
-(DESIGN.md); images without a box have no Q and are counted, never averaged as NaN.
+(docs/STUDY.md); images without a box have no Q and are counted, never averaged as NaN.
 """
 
 from __future__ import annotations

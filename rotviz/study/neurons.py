@@ -1,7 +1,7 @@
-"""Neuron browser: what each neuron responds to, trained network vs random twin (issue 15).
+"""Neuron browser: what each neuron responds to, trained network vs random twin.
 
 For a network and a preprocessed split, every neuron's top-k activating images, each with
-that single neuron's saliency map (DESIGN.md: |d a / d x|, max over colour channels).
+that single neuron's saliency map (|d a / d x|, max over colour channels).
 
 - **Embedding neurons**: the D features of ``embed()``; activation = the feature value.
   Computed once per network and split and cached on disk by ``rotviz.study.probe.split_features``
