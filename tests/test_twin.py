@@ -170,8 +170,8 @@ def test_library_functions_default_to_the_calibrated_twin(demo_store):
     _, test = load_split(DataConfig("demo"), "test")
     sal, thr = SaliencyConfig(aggregate="none"), Percentile(90)
     run = goodness_run(ckpt, test, sal, thr, CPU)
-    assert run.summary["twin"] == TWIN_NAMES["calibrated"]
-    assert run.summary["twin_calibration"].endswith("of demo (the network's own)")
+    assert run.summary.twin == TWIN_NAMES["calibrated"]
+    assert run.summary.twin_calibration.endswith("of demo (the network's own)")
     few = np.asarray(test.images[:3])
     for kind, same in (("calibrated", True), ("initial", False)):
         twin = random_twin_of(ckpt, kind, CPU)
@@ -292,11 +292,9 @@ def test_library_cli_and_app_give_the_same_twin_figures(demo_store, tmp_path, mo
     np.testing.assert_allclose(app.maps_random, library.maps_random, rtol=1e-6, atol=1e-12)
     for q in (cli_rows.q_random, app.rows.q_random):
         np.testing.assert_allclose(q, library.rows.q_random, rtol=1e-9, equal_nan=True)
-    assert summary["mean_q_random"] == pytest.approx(library.summary["mean_q_random"], abs=1e-12)
-    assert app.summary["mean_q_random"] == pytest.approx(
-        library.summary["mean_q_random"], abs=1e-12
-    )
-    said = library.summary["twin_calibration"]
-    assert summary["twin_calibration"] == app.summary["twin_calibration"] == said
+    assert summary["mean_q_random"] == pytest.approx(library.summary.random.mean_q, abs=1e-12)
+    assert app.summary.random.mean_q == pytest.approx(library.summary.random.mean_q, abs=1e-12)
+    said = library.summary.twin_calibration
+    assert summary["twin_calibration"] == app.summary.twin_calibration == said
     assert res.calibration_text == f"Random twin: {said}."
-    assert library.summary["twin"] == summary["twin"] == app.summary["twin"]
+    assert library.summary.twin == summary["twin"] == app.summary.twin

@@ -113,11 +113,11 @@ def test_save_sanity_writes_what_the_sanity_command_writes(demo, tmp_path):
 
 
 def test_save_neurons_writes_what_the_neurons_command_writes(demo, tmp_path):
-    ckpt, _, test = demo
+    ckpt, data, test = demo
     cli = tmp_path / "cli"
     args = ["neurons", *SMALL, "--checkpoint", DEMO, "--layer", "both", "--limit", "1"]
     assert main([*args, "--top", "3", "--out", str(cli)]) == 0
-    run = neurons.neurons_run(ckpt, test, neurons.LAYERS, "cpu", top=3, limit=1)
+    run = neurons.neurons_run(ckpt, test, neurons.LAYERS, "cpu", top=3, limit=1, data=data)
     saved = save_neurons(run, tmp_path / "lib")
     assert saved.figures == 2
     assert_same_files(cli, tmp_path / "lib")
