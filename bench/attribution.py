@@ -25,30 +25,18 @@ import time
 from pathlib import Path
 
 import torch
-from skimage import data
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from saliency_throughput import real_images  # noqa: E402
+
 from rotviz.attribution.gradients import channels_last, explaining  # noqa: E402
 from rotviz.attribution.methods import METHODS, attribute  # noqa: E402
 from rotviz.attribution.targets import AllNeurons, Indices, layer_forward  # noqa: E402
-from rotviz.data.rotation import normalize  # noqa: E402
 from rotviz.nets.models import STUDY_MODELS, build_model  # noqa: E402
 
-IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 FULL_BATCH = 64
-
-
-def photos(n: int, size: int = 128) -> torch.Tensor:
-    out = []
-    for i in range(n):
-        img = torch.from_numpy(getattr(data, IMAGES[i % len(IMAGES)])()).permute(2, 0, 1)
-        img = nn.functional.interpolate(
-            img[None].float(), size=(size, size), mode="bilinear", antialias=True
-        )
-        out.append(img.round().clamp(0, 255).to(torch.uint8))
-    return normalize(torch.cat(out))
 
 
 def timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
@@ -100,7 +88,7 @@ def main() -> None:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    x = photos(args.images).to(device)
+    x = real_images(args.images, 128).to(device)
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
         f"{args.images} image(s) 3 x 128 x 128; IG {args.n_steps} steps, SmoothGrad "
