@@ -25,6 +25,7 @@ from rotviz.attribution.gradients import MethodOptions, neuron_set_maps, one_hot
 from rotviz.attribution.targets import (
     NeuronSet,
 )
+from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
 
 NEURON_CHUNK = 64  # neurons upsampled at once: bounds memory at images x chunk x H x W
@@ -44,6 +45,7 @@ def gradcam_maps(
     the gradient path (the tests compare both with Captum). The set is selected by a forward
     pass of its own; the target layer's activations by a second, shared by all neurons.
     """
+    model = inference_net(model)
     size = tuple(x.shape[-2:])
 
     def chunk(xb: torch.Tensor, cols: torch.Tensor, prepared: tuple) -> torch.Tensor:

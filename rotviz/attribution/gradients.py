@@ -20,6 +20,7 @@ from torch import nn
 
 from rotviz.attribution.targets import NeuronSet, layer_forward, resolve_request
 from rotviz.errors import RotvizError
+from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
 
 
@@ -105,6 +106,7 @@ def saliency_maps(
     """
     if path not in PATHS:
         raise RotvizError(f"saliency path {path!r}: choose one of {', '.join(PATHS)}")
+    model = inference_net(model)
     forward = layer_forward(model, layer)
     if path == "replicate":
         one = torch.ones(1, dtype=torch.float64)

@@ -29,6 +29,7 @@ from rotviz.attribution.targets import (
     layer_forward,
 )
 from rotviz.errors import RotvizError
+from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
 
 Attribution = Callable[
@@ -239,6 +240,7 @@ def guided_backprop_maps(
     called once per chunk on image copies, copy j of image i targeting neuron j of its set."""
     from captum.attr import GuidedBackprop
 
+    model = inference_net(model)
     gbp = GuidedBackprop(_LayerModule(model, layer))
 
     def chunk(xb: torch.Tensor, cols: torch.Tensor, _: object) -> torch.Tensor:

@@ -30,6 +30,7 @@ from rotviz.attribution.targets import (
     NeuronSet,
     layer_forward,
 )
+from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
 
 
@@ -99,6 +100,7 @@ def _maps(
     attribution: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     o: MethodOptions,
 ) -> torch.Tensor:
+    model = inference_net(model)
     forward = layer_forward(model, layer)
 
     def chunk(xb: torch.Tensor, cols: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
