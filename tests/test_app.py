@@ -310,14 +310,16 @@ def test_goodness_page_table_and_sweep(app_dirs):
     assert not at.exception and not at.error
     good = at.dataframe[0].value
     assert good["layer"].tolist() == ["rotation", "embedding"]
-    assert (good["images with boxes"] == 9).all()  # the demo's nine photographs
+    assert (good["images scored"] == "9").all()  # the demo's nine photographs
     assert good["threshold"].tolist() == ["pct:90", "pct:90"]
     assert good["trained"].between(0, 1).all()
     assert good["published mean Q, trained (%)"].eq("—").all()  # not None on screen
     assert good["published: comparable?"].str.startswith("not the study's recipe").all()
-    assert good["share of pixels on, trained (%)"].astype(float).between(9, 12).all()  # ~10%
+    assert good["share of pixels on, trained (%)"].astype(float).between(9, 12).all()
+    shown_q = good["Q trained (%)"].str.split(" ").str[0].astype(float)  # "mean [low, high]"
+    assert shown_q.tolist() == pytest.approx((100 * good["trained"]).tolist(), abs=0.051)  # ~10%
     assert good["threshold's reach"].eq("informative").all()
-    assert good["model-free baselines (pct:95)"].str.contains("beat").all()
+    assert good["baselines"].str.contains("beat").all()
     assert len(at.get("plotly_chart")) == 1  # the dataset sweep
 
 

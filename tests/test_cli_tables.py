@@ -121,11 +121,11 @@ def test_goodness_table_prints_the_goodness_of_the_served_network(tmp_path, caps
         q.append((on & b).sum() / (b.sum() + (on & ~b).sum()))
     assert len(q) > 0
     assert number(rotation, "images scored") == len(q)
-    trained, _, _ = interval(rotation, "trained")
+    trained, _, _ = interval(rotation, "Q trained (%)")
     assert trained == pytest.approx(100 * np.mean(q), abs=0.051)
     assert number(rotation, "share of pixels on, trained (%)") == pytest.approx(5.0, abs=0.1)
     assert number(embedding, "share of pixels on, trained (%)") == pytest.approx(10.0, abs=0.1)
     for table in (rotation, embedding):
-        random, _, _ = interval(table, "random")
-        difference, _, _ = interval(table, "difference")
-        assert difference == pytest.approx(interval(table, "trained")[0] - random, abs=0.11)
+        random, _, _ = interval(table, "Q random twin (%)")
+        difference, _, _ = interval(table, "difference (%)")
+        assert difference == pytest.approx(interval(table, "Q trained (%)")[0] - random, abs=0.11)

@@ -178,9 +178,9 @@ def test_goodness_tables_have_both_layers_thresholds_and_both_networks(demo_stor
     assert list(tables["embedding"].columns) == ["six_layer (abs:0.0008)"]  # the study's lambda
     for df in tables.values():
         assert list(df.index) == [
-            "trained",
-            "random",
-            "difference",
+            "Q trained (%)",
+            "Q random twin (%)",
+            "difference (%)",
             "p (Wilcoxon)",
             "images scored",
             "share of pixels on, trained (%)",

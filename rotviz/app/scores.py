@@ -24,23 +24,20 @@ from rotviz.nets.models import RotationNet
 from rotviz.nets.twin import TWIN_NAMES, calibration_caption
 from rotviz.scores.metrics import Absolute, BoxArea, Percentile, Threshold
 from rotviz.scores.published import PUBLISHED_GOODNESS, goodness_protocol_mismatch, study_lambda
-from rotviz.scores.stats import format_p, percent
-from rotviz.study.goodness import goodness_comparison, goodness_run
-from rotviz.study.results import GoodnessRun, baseline_cell, goodness_baselines, reach_cell, sweeps
+from rotviz.study.goodness import GOODNESS_LABELS, goodness_cells, goodness_run
+from rotviz.study.results import GoodnessRun, sweeps
 
 # The columns the page shows (the export keeps the numeric ones too).
 DISPLAY_COLUMNS = (
     "threshold",
     "random twin",
-    "Q trained, mean [95% CI] (%)",
-    "Q random twin, mean [95% CI] (%)",
-    "difference (%)",
+    *GOODNESS_LABELS.values(),
     "p (Wilcoxon)",
-    "images with boxes",
+    "images scored",
     "share of pixels on, trained (%)",
-    "share of pixels on, random twin (%)",
+    "share of pixels on, random (%)",
     "threshold's reach",
-    "model-free baselines (pct:95)",
+    "baselines",
     "published mean Q, trained (%)",
     "published: comparable?",
     "checkpoint",
@@ -157,15 +154,14 @@ def published_cell(res: LayerRun, threshold: Threshold) -> tuple[float | None, s
 def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> pd.DataFrame:
     """Mean Q (%) over the test images with boxes, trained and random, per layer and checkpoint.
 
-    Numeric columns are fractions as ``rotviz study`` writes them (trained, trained_low, ...);
-    display columns carry "mean [95% CI]" in %. Each row shows its network's recipe.
+    The cells of the study's goodness tables (``goodness_cells``): display columns "mean [95%
+    CI]" in %, numeric columns fractions as ``rotviz study`` writes them (trained,
+    trained_low, ...). Each row shows its network's recipe.
     """
     rows = []
     for res in results:
         threshold = threshold_for(mode, value, res.card.model, res.layer)
-        run = scored(res, threshold)
-        cmp, _ = goodness_comparison([run])
-        _, flag = goodness_baselines([run])
+        shown, numbers = goodness_cells([scored(res, threshold)])
         published, why = published_cell(res, threshold)
         rows.append(
             {
@@ -174,19 +170,11 @@ def goodness_table(results: list[LayerRun], mode: str, value: float | None) -> p
                 "data": res.cfg.dataset,
                 "threshold": threshold.describe(),
                 "random twin": TWIN_NAMES[res.twin],
-                "Q trained, mean [95% CI] (%)": cmp.trained.format(),
-                "Q random twin, mean [95% CI] (%)": cmp.random.format(),
-                "difference (%)": cmp.difference.format(),
-                "p (Wilcoxon)": format_p(cmp.p_value),
-                "images with boxes": cmp.trained.n,
-                "share of pixels on, trained (%)": percent(run.summary.trained.mean_fraction_on),
-                "share of pixels on, random twin (%)": percent(run.summary.random.mean_fraction_on),
-                "threshold's reach": reach_cell(run.summary.shares_on()),
-                "model-free baselines (pct:95)": baseline_cell(flag),
+                **shown,
                 "published mean Q, trained (%)": published,
                 "published: comparable?": why,
                 "checkpoint": res.card.name,
-                **cmp.numbers(),
+                **numbers,
             }
         )
     return pd.DataFrame(rows)

@@ -24,18 +24,10 @@ from rotviz.nets.models import STUDY_MODELS
 from rotviz.nets.store import CheckpointStore
 from rotviz.nets.twin import DEFAULT_TWIN, TWIN_NAMES, TWINS, describe_twin, random_twin_of
 from rotviz.runtime import RuntimeLike, as_runtime
-from rotviz.scores.baselines import BASELINE_NAMES, SCALE_FREE
 from rotviz.scores.metrics import parse_threshold
 from rotviz.scores.published import default_threshold
-from rotviz.scores.stats import Comparison, Interval, percent, seed_interval
-from rotviz.study.goodness import goodness_comparison, goodness_run
-from rotviz.study.results import (
-    NETWORKS,
-    GoodnessRun,
-    baseline_cell,
-    goodness_baselines,
-    reach_cell,
-)
+from rotviz.study.goodness import goodness_cells, goodness_run
+from rotviz.study.results import interval_cells
 from rotviz.training.pipeline import load_split, train_or_load
 
 
@@ -193,30 +185,6 @@ def _seed_configs(study: Study, model: str) -> list[TrainConfig]:
     return [study.train_config(model, seed=s) for s in study.seeds()]
 
 
-def _interval_rows(
-    cmp: Comparison, seeds: dict[str, list[float]] | None = None
-) -> tuple[dict[str, str], dict[str, float]]:
-    """Display cells (mean [95% CI] in %) and numeric CSV columns of one comparison.
-
-    seeds (trained / random: one figure per training seed) adds Student-t rows over seeds.
-    """
-    shown = cmp.row()
-    numbers = cmp.numbers()
-    if seeds and len(seeds["trained"]) > 1:
-        for net in ("trained", "random"):
-            iv = seed_interval(seeds[net])
-            shown[f"{net}, over seeds"] = iv.format()
-            numbers.update(
-                {
-                    f"{net}_seeds": iv.estimate,
-                    f"{net}_seeds_low": iv.low,
-                    f"{net}_seeds_high": iv.high,
-                    "n_seeds": iv.n,
-                }
-            )
-    return shown, numbers
-
-
 def accuracy_table(
     study: Study,
     store: CheckpointStore,
@@ -254,7 +222,7 @@ def accuracy_table(
             for twin in twins:
                 log(describe_twin(twin))
             cmp, seeds = accuracy_comparison(ckpts, test.images, runtime, twins=twins)
-            shown, nums = _interval_rows(cmp, seeds)
+            shown, nums = interval_cells(cmp, seeds)
             for row, text in shown.items():
                 cells.setdefault((ds, row), {})[model] = text
             numbers.append({"dataset": ds, "model": model, **nums})
@@ -281,34 +249,6 @@ def resolve_categories(ds: Dataset, names: Sequence[str]) -> list[int] | None:
                 f"box category {n!r} is not in {ds.name} (it has {', '.join(sorted(by_name))})"
             )
     return ids
-
-
-def _reach_numbers(runs: Sequence[GoodnessRun]) -> dict[str, float]:
-    """Mean share of pixels on at the table's threshold (trained / random), averaged over seeds."""
-    return {
-        who: float(sum(r.summary.network(who).mean_fraction_on or 0 for r in runs) / len(runs))
-        for who in NETWORKS
-    }
-
-
-def _reach_rows(runs: Sequence[GoodnessRun]) -> dict[str, str]:
-    """Table cells: the share of pixels on per network and the reach note."""
-    shares = _reach_numbers(runs)
-    return {
-        **{f"share of pixels on, {who} (%)": percent(v) for who, v in shares.items()},
-        "threshold's reach": reach_cell(shares),
-    }
-
-
-def _baseline_cells(summary: pd.DataFrame) -> dict[str, str]:
-    """Table cells: Q (%) at the first scale-free threshold of networks and baselines, with CIs."""
-    col = f"q {SCALE_FREE[0].describe()}"
-    names = {"trained": "trained", "random": "random twin", **BASELINE_NAMES}
-    out = {}
-    for _, row in summary.iterrows():
-        iv = Interval(row[col], row[f"{col}_low"], row[f"{col}_high"], int(row["n"]))
-        out[f"Q at {SCALE_FREE[0].describe()}, {names[row['source']]}"] = iv.format()
-    return out
 
 
 def goodness_tables(
@@ -372,20 +312,7 @@ def goodness_tables(
                         twin_name=TWIN_NAMES[study.twin],
                     )
                 )
-            cmp, seeds = goodness_comparison(runs)
-            shown, nums = _interval_rows(cmp, seeds)
-            shown["images scored"] = str(cmp.trained.n)
-            reach = _reach_rows(runs)
-            shown.update(reach)
-            base, flag = goodness_baselines(runs)
-            shown.update(_baseline_cells(base))
-            shown["baselines"] = baseline_cell(flag)
-            nums.update(
-                {f"share_on_{k.split(', ')[-1]}": v for k, v in _reach_numbers(runs).items()}
-            )
-            nums["baseline_flag"] = flag
-            for _, b in base.iterrows():
-                nums[f"q_pct95_{b['source']}"] = b[f"q {SCALE_FREE[0].describe()}"]
+            shown, nums = goodness_cells(runs)
             name = f"{model} ({threshold.describe()})"
             columns[name] = shown
             numbers.append({"model": model, "threshold": threshold.describe(), **nums})

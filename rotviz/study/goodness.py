@@ -23,7 +23,12 @@ from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
 from rotviz.nets.twin import TWIN_NAMES, random_twin_of, twin_calibration
 from rotviz.runtime import RuntimeLike
-from rotviz.scores.baselines import baseline_comparison, baseline_rows
+from rotviz.scores.baselines import (
+    BASELINE_NAMES,
+    SCALE_FREE,
+    baseline_comparison,
+    baseline_rows,
+)
 from rotviz.scores.metrics import (
     Threshold,
     box_fraction,
@@ -34,12 +39,16 @@ from rotviz.scores.metrics import (
     pointing_game,
     relevance_mass_accuracy,
 )
-from rotviz.scores.stats import Comparison, compare_paired
+from rotviz.scores.stats import Comparison, Interval, compare_paired, percent
 from rotviz.study.results import (
     NETWORKS,
     GoodnessRun,
     GoodnessSummary,
     NetworkScores,
+    baseline_cell,
+    goodness_baselines,
+    interval_cells,
+    reach_cell,
     reach_note,
 )
 
@@ -193,3 +202,61 @@ def goodness_comparison(
         for net in q
     }
     return compare_paired(q_t, q_r), seeds
+
+
+# Display labels of the comparison cells (their numeric columns keep the CSV names).
+GOODNESS_LABELS = {
+    "trained": "Q trained (%)",
+    "random": "Q random twin (%)",
+    "difference": "difference (%)",
+    "trained, over seeds": "Q trained, over seeds (%)",
+    "random, over seeds": "Q random twin, over seeds (%)",
+}
+
+
+def goodness_cells(runs: Sequence[GoodnessRun]) -> tuple[dict[str, str], dict[str, float | str]]:
+    """The goodness table's cells of one network (one run per training seed): display strings
+    (trained, random, difference, p, images scored, over-seeds rows, share of pixels on and the
+    threshold's reach, Q at pct:95 of the networks and the model-free baselines, the baselines
+    flag) and their numeric columns. The study tables, the CLI and the app all build from it."""
+    cmp, seeds = goodness_comparison(runs)
+    cells, nums = interval_cells(cmp, seeds)
+    shown = {GOODNESS_LABELS.get(k, k): v for k, v in cells.items()}
+    shown["images scored"] = str(cmp.trained.n)
+    shown.update(_reach_rows(runs))
+    base, flag = goodness_baselines(runs)
+    shown.update(_baseline_cells(base))
+    shown["baselines"] = baseline_cell(flag)
+    nums.update({f"share_on_{k}": v for k, v in _reach_numbers(runs).items()})
+    nums["baseline_flag"] = flag
+    for _, b in base.iterrows():
+        nums[f"q_pct95_{b['source']}"] = b[f"q {SCALE_FREE[0].describe()}"]
+    return shown, nums
+
+
+def _reach_numbers(runs: Sequence[GoodnessRun]) -> dict[str, float]:
+    """Mean share of pixels on at the table's threshold (trained / random), averaged over seeds."""
+    return {
+        who: float(sum(r.summary.network(who).mean_fraction_on or 0 for r in runs) / len(runs))
+        for who in NETWORKS
+    }
+
+
+def _reach_rows(runs: Sequence[GoodnessRun]) -> dict[str, str]:
+    """Table cells: the share of pixels on per network and the reach note."""
+    shares = _reach_numbers(runs)
+    return {
+        **{f"share of pixels on, {who} (%)": percent(v) for who, v in shares.items()},
+        "threshold's reach": reach_cell(shares),
+    }
+
+
+def _baseline_cells(summary: pd.DataFrame) -> dict[str, str]:
+    """Table cells: Q (%) at the first scale-free threshold of networks and baselines, with CIs."""
+    col = f"q {SCALE_FREE[0].describe()}"
+    names = {"trained": "trained", "random": "random twin", **BASELINE_NAMES}
+    out = {}
+    for _, row in summary.iterrows():
+        iv = Interval(row[col], row[f"{col}_low"], row[f"{col}_high"], int(row["n"]))
+        out[f"Q at {SCALE_FREE[0].describe()}, {names[row['source']]}"] = iv.format()
+    return out

@@ -15,6 +15,7 @@ import pandas as pd
 
 from rotviz.scores.baselines import SCALE_FREE, baseline_comparison, baseline_summary
 from rotviz.scores.metrics import threshold_sweep
+from rotviz.scores.stats import Comparison, seed_interval
 
 NETWORKS = ("trained", "random")
 
@@ -242,3 +243,27 @@ def sweeps(run: GoodnessRun) -> pd.DataFrame:
         df = threshold_sweep(maps[has_box], run.masks[has_box])
         frames.append(df.assign(network=who))
     return pd.concat(frames, ignore_index=True)
+
+
+def interval_cells(
+    cmp: Comparison, seeds: dict[str, list[float]] | None = None
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Display cells (mean [95% CI] in %) and numeric CSV columns of one comparison.
+
+    seeds (trained / random: one figure per training seed) adds Student-t rows over seeds.
+    """
+    shown = cmp.row()
+    numbers = cmp.numbers()
+    if seeds and len(seeds["trained"]) > 1:
+        for net in ("trained", "random"):
+            iv = seed_interval(seeds[net])
+            shown[f"{net}, over seeds"] = iv.format()
+            numbers.update(
+                {
+                    f"{net}_seeds": iv.estimate,
+                    f"{net}_seeds_low": iv.low,
+                    f"{net}_seeds_high": iv.high,
+                    "n_seeds": iv.n,
+                }
+            )
+    return shown, numbers
