@@ -64,7 +64,8 @@ with common.shown_errors("the saliency page"):
         )
         candidates = list(range(len(split)))
     if st.session_state.get("sal_image") not in candidates:
-        st.session_state["sal_image"] = candidates[0]
+        size = split.images.shape[-1]
+        st.session_state["sal_image"] = explore.first_image(split.boxes, candidates, size)
     pos = candidates.index(st.session_state["sal_image"])
     strip = candidates[max(0, pos - 4) : pos + 8]
     st.image(

@@ -218,8 +218,8 @@ def test_saliency_page_shows_q_and_follows_the_threshold(app_dirs):
     at.selectbox(key="sal_ckpt").set_value(str(app_dirs["card"])).run()  # the fixture's checkpoint
     assert metric(at, "Q, trained").endswith("%")
     index = at.selectbox(key="sal_image").value
-    assert at.selectbox(key="sal_image").options[0].startswith(f"#{index}: ")
-    assert at.selectbox(key="sal_image").options[0].endswith("boxes)")
+    shown = next(o for o in at.selectbox(key="sal_image").options if o.startswith(f"#{index}: "))
+    assert shown.endswith("boxes)")
     card = json.loads(app_dirs["card"].read_text()) | {"card_path": str(app_dirs["card"])}
     at.radio(key="sal-twin").set_value("initial")  # expected_q builds the initial twin
     at.radio(key="sal-mode").set_value("percentile").run()
@@ -245,6 +245,11 @@ def test_saliency_page_opens_scale_free_with_the_study_lambda_one_click_away():
     at = run_page("saliency.py")
     at.selectbox(key="sal_ckpt").set_value(str(shipped.path)).run()
     assert at.radio(key="sal-mode").value == "box-area"
+    # the first view tells the maps apart: an image whose boxes cover 5-50 % of it
+    assert metric(at, "Q, trained") != metric(at, "Q, random twin")
+    _, split = load_split(DataConfig("demo"), "test")
+    share = box_mask(split.boxes[at.selectbox(key="sal_image").value], (128, 128)).mean()
+    assert 0.05 <= share <= 0.5
     assert "The study's absolute λ = 8e-04 (six_layer, rotation layer)" in texts(at)
     assert "nearly all pixels on" not in texts(at)
     at.radio(key="sal-mode").set_value("absolute").run()

@@ -340,3 +340,18 @@ def random_choice(options: list[int], state_key: str) -> None:
     """on_click: put a random option into a widget's session_state slot."""
     if options:
         st.session_state[state_key] = _random.choice(options)
+
+
+# Boxes covering most of an image make every map score about the boxes' share at the box-area
+# threshold: the page opens on an image whose boxes leave the maps room to differ.
+FIRST_IMAGE_BOX_SHARE = (0.05, 0.5)
+
+
+def first_image(boxes: list[np.ndarray], candidates: list[int], size: int) -> int:
+    """The candidate the page opens on: the first whose boxes cover 5-50 % of the image, else
+    the first candidate."""
+    low, high = FIRST_IMAGE_BOX_SHARE
+    for i in candidates:
+        if len(boxes[i]) and low <= cached.boxes_mask(boxes[i], size).mean() <= high:
+            return i
+    return candidates[0]
