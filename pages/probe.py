@@ -20,8 +20,6 @@ common.page_header(
 
 with common.shown_errors("the probe page"):
     chosen = downstream.network_choice("probe")
-    if chosen is None:
-        st.stop()
     twin = explore.twin_select("probe")
     pair = cached.pair_with_twin(
         chosen.card, twin, chosen.own, fallback=common.data_config(chosen.dataset)

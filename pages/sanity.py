@@ -18,8 +18,6 @@ common.page_header(
 
 with common.shown_errors("the sanity checks"):
     chosen = downstream.network_choice("san")
-    if chosen is None:
-        st.stop()
     card, stem = chosen.card, chosen.stem
     _, split = cached.split(chosen.dkey, chosen.cfg)
     if len(split) == 0:

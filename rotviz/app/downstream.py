@@ -47,13 +47,13 @@ class Chosen:
         return f"{self.card.dataset}-{self.card.model}-{self.card.name[-8:]}"
 
 
-def network_choice(key: str) -> Chosen | None:
+def network_choice(key: str) -> Chosen:
     """Dataset and checkpoint widgets (networks trained elsewhere offered cross-dataset), with
-    captions saying what was chosen; None when the store has no checkpoint."""
+    captions saying what was chosen; the page stops here when the store has no checkpoint."""
     dataset = common.dataset_select(f"{key}_dataset")
     card = common.checkpoint_select(f"{key}_ckpt", dataset, others=True)
     if card is None:
-        return None
+        st.stop()
     own = common.with_local_paths(card.data_config)
     cross = card.dataset != dataset
     cfg = cached.viewing_config(card, common.data_config(dataset) if cross else own)
