@@ -79,19 +79,23 @@ def images_digest(images: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def map_set_key(
-    trained: torch.nn.Module, twin: torch.nn.Module, sal: SaliencyConfig, images: np.ndarray
-) -> str:
-    """The cache key of the maps of images by trained and twin under sal."""
+def maps_key(networks: tuple[torch.nn.Module, ...], sal: SaliencyConfig, images: np.ndarray) -> str:
+    """The cache key of the maps of images by these networks (in order) under sal."""
     return stable_hash(
         "maps",
         CACHE_VERSION,
-        network_digest(trained),
-        network_digest(twin),
+        [network_digest(m) for m in networks],
         sal.key(),
         images_digest(images),
         length=32,
     )
+
+
+def map_set_key(
+    trained: torch.nn.Module, twin: torch.nn.Module, sal: SaliencyConfig, images: np.ndarray
+) -> str:
+    """The cache key of the maps of images by a trained network and its twin under sal."""
+    return maps_key((trained, twin), sal, images)
 
 
 class MapCache:

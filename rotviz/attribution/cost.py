@@ -30,6 +30,7 @@ from rotviz.nets.store import atomic_write_bytes, user_store_root
 
 FULL_BATCH = 64  # copies of an image in the batch the per-pass cost is measured in
 CONFIRM_ABOVE_S = 5.0  # map sets estimated above this wait for a click (app) or say so (CLI)
+STEP_S = 1.0  # about this long per step of a computation that shows progress and can stop
 POINT_NAMES = {"integrated_gradients": "steps", "smoothgrad": "samples"}
 
 
@@ -235,3 +236,12 @@ def cheaper_choices(model: RotationNet, sal: SaliencyConfig) -> list[str]:
     if rotated_copies(sal) > 1:
         out.append("aggregation none (the upright image only)")
     return out
+
+
+def neurons_per_step(estimate: Estimate, n_images: int = 1, seconds: float = STEP_S) -> int | None:
+    """Neurons per step so that one step (one network, one rotated copy of n_images images)
+    takes about ``seconds``; None for Grad-CAM's closed form (one step whatever the set)."""
+    if estimate.closed_form:
+        return None
+    per_neuron = estimate.points * max(n_images, 1) * estimate.per_pass
+    return max(1, int(seconds / per_neuron)) if per_neuron > 0 else None
