@@ -111,3 +111,20 @@ def test_home_page_shows_and_clears_the_map_cache(per_pass):
     at.button(key="map-cache").click().run()
     assert any("Removed 1 map set." in s.value for s in at.success)
     assert map_cache.MapCache().entries() == []
+
+
+def test_neurons_page_asks_before_a_long_page_of_maps_then_keeps_them(per_pass):
+    per_pass["value"] = 1.0  # 12 neurons x 9 images x 1 s
+    at = AppTest.from_file(str(REPO / "pages" / "neurons.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "about 2 min (12 neurons x 9 images)" in " ".join(i.value for i in at.info)
+    assert "Compute single-neuron maps of 12 neurons (about 2 min)" in buttons(at)
+    assert not at.image  # no maps yet
+    at.button(key="nrn-compute").click().run()
+    assert not at.exception and len(at.image) == 12
+
+    again = AppTest.from_file(str(REPO / "pages" / "neurons.py"), default_timeout=TIMEOUT)
+    again.run()  # another session: every map from the disk cache, no button
+    assert not buttons(again) or "Compute" not in " ".join(buttons(again))
+    assert len(again.image) == 12
