@@ -104,7 +104,7 @@ def measured_pass_cost(
 ) -> float:
     """The per-image cost (s) of one forward + input-gradient pass of this architecture and layer
     on this machine: read from ``path`` (default ``pass_cost_file()``), else measured now (a
-    batch of ``FULL_BATCH``, one warm-up and one timing) and kept there."""
+    batch of ``FULL_BATCH``, one warm-up, the faster of two timings) and kept there."""
     device = device or next(model.parameters()).device
     path = path or pass_cost_file()
     key = pass_cost_key(model, layer, image_size, device)
@@ -112,7 +112,7 @@ def measured_pass_cost(
     if key in costs:
         return costs[key]
     x = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    seconds = pass_cost(model, layer, x, device, repeats=1)
+    seconds = pass_cost(model, layer, x, device, repeats=2)
     costs = {**_read_costs(path), key: seconds}  # another process may have added entries
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
