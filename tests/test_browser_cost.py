@@ -1,5 +1,6 @@
 """In a real headless Chromium: on the Saliency page, integrated gradients on the shipped
-EfficientNet-b0's embedding layer shows its estimate and a button rather than a silent wait.
+EfficientNet-b0's embedding layer shows its estimate and a button rather than a silent wait;
+once clicked it shows progress with the time left, and Stop stops it.
 
 Run with `pytest -m browser tests/test_browser_cost.py` (needs /usr/bin/chromium and
 Playwright's Python package; skips without them). The per-pass cost is measured for real,
@@ -55,12 +56,13 @@ def test_integrated_gradients_on_the_efficientnet_embedding_shows_an_estimate_an
                 )
 
             # the initial twin: no BatchNorm statistics to recompute for EfficientNet-b0
-            page.get_by_text("random (initial statistics)", exact=True).click()
+            twin = page.get_by_role("radiogroup", name="Random twin")
+            twin.get_by_text("random (initial statistics)", exact=True).click()
             settled()
             page.locator('[data-testid="stSelectbox"]').filter(has_text="Checkpoint").click()
             page.get_by_role("option", name=re.compile("^efficientnet_b0 on lfw")).click()
             settled()
-            layer = page.locator('[data-testid="stRadio"]').filter(has_text="Layer")
+            layer = page.get_by_role("radiogroup", name="Layer")
             layer.get_by_text("embedding", exact=True).click()
             settled()
             page.locator('[data-testid="stSelectbox"]').filter(has_text="Method").click()
@@ -74,5 +76,20 @@ def test_integrated_gradients_on_the_efficientnet_embedding_shows_an_estimate_an
             assert button.is_visible()
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(tmp_path / "saliency_estimate.png"))
+
+            button.click()  # it runs, step by step, with the time left, until Stop
+            page.get_by_text(re.compile(r"step \d+ of \d+, about .* left")).wait_for(
+                timeout=WAIT_MS
+            )
+            page.screenshot(path=str(tmp_path / "saliency_progress.png"))
+            page.get_by_role("button", name="Stop computing").click()
+            page.get_by_text("Stopped: nothing was kept of the unfinished maps.").wait_for(
+                timeout=60_000
+            )
+            page.get_by_role("button", name=re.compile(r"^Compute maps")).wait_for(timeout=60_000)
+            settled()
+            assert page.get_by_text(re.compile(r"step \d+ of \d+")).count() == 0  # it stopped
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(tmp_path / "saliency_stopped.png"))
         finally:
             browser.close()

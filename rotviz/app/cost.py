@@ -79,7 +79,7 @@ def progress_reporter(
     stop = st.empty()
     bar.progress(0.0, text=f"Computing the {what}: about {est.duration} left (estimate)")
     if est.seconds > SHOW_STOP_ABOVE_S:
-        stop.button("Stop", key=f"{key}-stop", on_click=_stop, args=(key,))
+        stop.button("Stop computing", key=f"{key}-stop", on_click=_stop, args=(key,))
     start = time.monotonic()
 
     def progress(done: int, total: int) -> None:
