@@ -301,10 +301,8 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     )
     twin = random_twin_of(ckpt, args.twin, runtime, data)
     log(describe_twin(twin))
-    copies = (
-        len(ckpt.rotations) + 1
-    )  # the rotated copies and the upright map they are compared with
-    say_cost(ckpt.model, replace(sal, aggregate="none"), images, twin, map_cache(args), copies)
+    # maps of the upright image and of its three quarter turns, by both networks
+    say_cost(ckpt.model, replace(sal, aggregate="none"), images, twin, None, copies=4)
     run = consistency_run(ckpt, images, sal, runtime, twin)
     if not distributed.is_main():
         return 0
