@@ -3,9 +3,11 @@ maps computed only on the click, then kept on disk for a reload (AppTest, shippe
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from rotviz.attribution import cache as map_cache
 from rotviz.attribution import cost
@@ -128,3 +130,22 @@ def test_neurons_page_asks_before_a_long_page_of_maps_then_keeps_them(per_pass):
     again.run()  # another session: every map from the disk cache, no button
     assert not buttons(again) or "Compute" not in " ".join(buttons(again))
     assert len(again.image) == 12
+
+
+def test_your_images_page_asks_before_a_long_map_set_of_an_upload(per_pass):
+    from skimage import data
+
+    per_pass["value"] = 1.0
+    at = AppTest.from_file(str(REPO / "pages" / "your_images.py"), default_timeout=TIMEOUT)
+    at.session_state["up-twin"] = "initial"
+    at.run()
+    photo = io.BytesIO()
+    Image.fromarray(data.chelsea()).save(photo, "JPEG")
+    at.file_uploader(key="up_files").set_value(
+        [("chelsea.jpg", photo.getvalue(), "image/jpeg")]
+    ).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Compute maps (about 8 s)" in buttons(at)
+    assert not at.metric and at.dataframe  # the predicted rotation shows; no maps yet
+    at.button(key="up0-compute").click().run()
+    assert not at.exception and at.metric[0].value == "n/a (no boxes)"
