@@ -25,18 +25,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saliency_throughput import real_images  # noqa: E402
 
-from rotviz.attribution.gradients import channels_last, explaining  # noqa: E402
+from rotviz.attribution.cost import pass_cost  # noqa: E402
 from rotviz.attribution.methods import METHODS, attribute  # noqa: E402
-from rotviz.attribution.targets import AllNeurons, Indices, layer_forward  # noqa: E402
+from rotviz.attribution.targets import AllNeurons, Indices, layer_size  # noqa: E402
 from rotviz.nets.models import STUDY_MODELS, build_model  # noqa: E402
-
-FULL_BATCH = 64
 
 
 def timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
@@ -47,22 +44,6 @@ def timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, out
-
-
-def pass_cost(model: nn.Module, layer: str, x: torch.Tensor, device: torch.device) -> float:
-    """Seconds per image of one forward + input-gradient pass inside a batch of FULL_BATCH copies."""
-    forward = layer_forward(model, layer)
-    batch = x[:1].repeat(FULL_BATCH, 1, 1, 1)
-
-    def one() -> None:
-        with explaining(model), channels_last(model):
-            xb = batch.contiguous(memory_format=torch.channels_last).requires_grad_(True)
-            out = forward(xb)
-            torch.autograd.grad(out[:, 0].sum(), xb)
-
-    one()  # warm-up
-    seconds = min(timed(one, device)[0] for _ in range(3))
-    return seconds / FULL_BATCH
 
 
 def points(method: str, args: argparse.Namespace) -> int:
@@ -105,7 +86,7 @@ def main() -> None:
     for name in args.models.split(","):
         model = build_model(name, 4, seed=0).to(device).eval()
         for layer in args.layers.split(","):
-            n = model.num_rotations if layer == "rotation" else model.num_features
+            n = layer_size(model, layer)
             cost = pass_cost(model, layer, x, device)
             for method in args.methods.split(","):
                 attribute(model, x[:1], layer, Indices([0, 1]), method, **kw)  # warm-up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.app import common, export, summaries
+from rotviz.app import common, cost, export, summaries
 
 st.title("rotviz")
 st.markdown(
@@ -50,3 +50,6 @@ with common.shown_errors("reading the checkpoint store"):
         export.table_buttons(
             table, "checkpoints", key="home-ckpt", caption="Checkpoints in the store"
         )
+
+with st.expander("Map cache"), common.shown_errors("the map cache"):
+    cost.cache_panel()

@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from rotviz.app import cached, common, export
+from rotviz.app import cached, common, cost, export
 from rotviz.app import neurons as ui
 from rotviz.report.figures import contact_sheet
 from rotviz.study import neurons
@@ -79,7 +79,20 @@ with common.shown_errors("the neurons page"):
         )
     )
     chosen = ui.page_neurons(order, page)
-    with st.spinner(f"Single-neuron saliency maps of {len(chosen)} neurons..."):
+    todo = ui.views_to_compute(ckpt_id, layer, which, chosen, k, checkpoint, split, acts)
+    views = []
+    if todo:
+        est = ui.views_estimate(ckpt_id, layer, which, todo, k, checkpoint, split.images.shape[-1])
+        token = f"{ckpt_id}:{dkey}:{layer}:{which}:{k}:{','.join(map(str, todo))}"
+        what = f"single-neuron maps of {len(todo)} neurons"
+        cheaper = ["fewer top images", "the rotation layer"] if layer == "embedding" else []
+        if cost.confirmed("nrn", token, est, what, cheaper):
+            progress, clear = cost.progress_reporter("nrn", what, est)
+            views = ui.page_views(
+                ckpt_id, dkey, layer, which, chosen, k, checkpoint, split, acts, progress
+            )
+            clear()
+    else:
         views = ui.page_views(ckpt_id, dkey, layer, which, chosen, k, checkpoint, split, acts)
     for v in views:
         s = stats.loc[v.neuron]

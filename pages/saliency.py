@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.app import cached, common, explore
+from rotviz.app import cached, common, cost, explore
 from rotviz.nets.checkpoint import Card
 
 common.page_header(
@@ -96,12 +96,13 @@ with common.shown_errors("the saliency page"):
     explore.warn_method(pair.trained, sal_cfg.method)
     image, boxes = split.images[index].copy(), split.boxes[index]
     image_key = f"{cached.data_key(cfg)}:{index}"
-    with st.spinner(f"Computing {sal_cfg.method} maps of the trained and the random network..."):
-        maps = cached.image_maps(pair.ident, image_key, sal_cfg.key(), pair, image, sal_cfg)
-        sweeps = None
-        if len(boxes):
-            mask = cached.boxes_mask(boxes, image.shape[-1])
-            sweeps = cached.image_sweeps(pair.ident, image_key, sal_cfg.key(), maps, mask)
+    maps = cost.image_maps(pair, image, sal_cfg, key="sal")
+    if maps is None:
+        st.stop()  # a long map set waits for its button
+    sweeps = None
+    if len(boxes):
+        mask = cached.boxes_mask(boxes, image.shape[-1])
+        sweeps = cached.image_sweeps(pair.ident, image_key, sal_cfg.key(), maps, mask)
     explore.maps_panel(image, boxes, maps, f"#{index} {split.records[index].relpath}")
     settings = {
         "page": "saliency",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from rotviz.app import cached, common, explore
+from rotviz.app import cached, common, cost, explore
 from rotviz.data import uploads
 from rotviz.data.datasets import formats_text
 from rotviz.nets import evaluate
@@ -84,15 +84,9 @@ with common.shown_errors("the Your images page"):
             )
 
             st.subheader("Saliency, trained vs random")
-            with st.spinner("Computing maps..."):
-                maps = cached.image_maps(
-                    pair.ident,
-                    f"upload:{up.digest}:{size}:{resize}",
-                    sal_cfg.key(),
-                    pair,
-                    up.pixels,
-                    sal_cfg,
-                )
+            maps = cost.image_maps(pair, up.pixels, sal_cfg, key=f"up{i}")
+            if maps is None:
+                continue  # a long map set waits for its button
             explore.maps_panel(up.pixels, up.boxes, maps, f.name)
             if len(up.boxes):
                 mask = cached.boxes_mask(up.boxes, size)

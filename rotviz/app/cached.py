@@ -1,4 +1,5 @@
-"""Cached access to the core: models (st.cache_resource), splits, maps and sweeps (st.cache_data).
+"""Cached access to the core: models (st.cache_resource), splits and sweeps (st.cache_data),
+maps (the disk map cache under the store, shared with other sessions and the CLI).
 
 Cache keys are plain strings (checkpoint name + weights hash, a data-config hash, an image
 index), so a retrained checkpoint or changed settings never hit a stale entry.
@@ -13,7 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from rotviz.attribution.maps import checkpoint_maps
+from rotviz.attribution.cache import cached_checkpoint_maps
+from rotviz.attribution.maps import Progress
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig, stable_hash
 from rotviz.data.preprocess import PreparedSplit
@@ -26,7 +28,7 @@ from rotviz.runtime import Runtime, as_runtime
 from rotviz.scores.metrics import box_mask, threshold_sweep
 from rotviz.training.pipeline import load_split
 
-MAP_CACHE_ENTRIES = 4000  # 2 maps of 128x128 float32 = 128 kB per entry: ~0.5 GB at most
+SWEEP_CACHE_ENTRIES = 4000
 
 
 @dataclass
@@ -129,29 +131,28 @@ def saliency_config(
 
 
 def compute_maps(
-    pair: ModelPair, image: np.ndarray, cfg: SaliencyConfig
+    pair: ModelPair,
+    image: np.ndarray,
+    cfg: SaliencyConfig,
+    progress: Progress | None = None,
+    neurons_per_step: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Trained and random maps (H, W) float32 of one uint8 image (3, H, W), by rotviz.attribution.maps."""
-    trained, random = checkpoint_maps(
-        pair.checkpoint, np.ascontiguousarray(image)[None], cfg, runtime(), twin=pair.random
+    """Trained and random maps (H, W) float32 of one uint8 image (3, H, W), from the disk map
+    cache or computed and kept there (rotviz.attribution.cache.cached_checkpoint_maps; in steps
+    of neurons_per_step neurons with progress(done, total) when given)."""
+    trained, random = cached_checkpoint_maps(
+        pair.checkpoint,
+        np.ascontiguousarray(image)[None],
+        cfg,
+        pair.random,
+        runtime(),
+        progress=progress,
+        neurons_per_step=neurons_per_step,
     )
     return trained[0], random[0]
 
 
-@st.cache_data(max_entries=MAP_CACHE_ENTRIES, show_spinner=False)
-def image_maps(
-    ckpt_id: str,
-    image_key: str,
-    sal_key: str,
-    _pair: ModelPair,
-    _image: np.ndarray,
-    _cfg: SaliencyConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cached trained/random maps of one image, keyed by checkpoint, image and saliency settings."""
-    return compute_maps(_pair, _image, _cfg)
-
-
-@st.cache_data(max_entries=MAP_CACHE_ENTRIES, show_spinner=False)
+@st.cache_data(max_entries=SWEEP_CACHE_ENTRIES, show_spinner=False)
 def image_sweeps(
     ckpt_id: str,
     image_key: str,

@@ -13,7 +13,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from rotviz.app import cached, render
+from rotviz.app import cached, cost, render
+from rotviz.attribution.cache import MapCache
+from rotviz.attribution.cost import Estimate
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
@@ -79,9 +82,46 @@ def view(
     _split: PreparedSplit,
     _acts: np.ndarray,
 ) -> neurons.NeuronView:
-    """One neuron's top-k images with its single-neuron maps (rotviz.study.neurons.neuron_view)."""
+    """One neuron's top-k images with its single-neuron maps (rotviz.study.neurons.neuron_view;
+    the maps from the disk map cache when there)."""
     model = network(ckpt_id, which, _checkpoint)
-    return neurons.neuron_view(_checkpoint, model, which, _split, _acts, layer, neuron, k)
+    return neurons.neuron_view(
+        _checkpoint, model, which, _split, _acts, layer, neuron, k, cache=MapCache()
+    )
+
+
+def views_to_compute(
+    ckpt_id: str,
+    layer: str,
+    which: str,
+    chosen: Sequence[int],
+    k: int,
+    checkpoint: Checkpoint,
+    split: PreparedSplit,
+    acts: np.ndarray,
+) -> list[int]:
+    """The chosen neurons whose maps are not in the disk map cache."""
+    model, cache = network(ckpt_id, which, checkpoint), MapCache()
+    return [
+        int(i)
+        for i in chosen
+        if neurons.neuron_view_key(checkpoint, model, split, acts, layer, int(i), k) not in cache
+    ]
+
+
+def views_estimate(
+    ckpt_id: str,
+    layer: str,
+    which: str,
+    todo: Sequence[int],
+    k: int,
+    checkpoint: Checkpoint,
+    size: int,
+) -> Estimate:
+    """What the maps of these neurons cost: one neuron each on its k images, one network."""
+    model = network(ckpt_id, which, checkpoint)
+    sal = SaliencyConfig(layer=layer, neurons=",".join(map(str, todo)), aggregate="none")
+    return cost.estimate(model, sal, size, n_images=k, networks=1)
 
 
 def page_views(
@@ -94,9 +134,15 @@ def page_views(
     checkpoint: Checkpoint,
     split: PreparedSplit,
     acts: np.ndarray,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[neurons.NeuronView]:
-    """The views of the neurons on one page, in page order."""
-    return [view(ckpt_id, dkey, layer, which, int(i), k, checkpoint, split, acts) for i in chosen]
+    """The views of the neurons on one page, in page order; progress(done, total) after each."""
+    out = []
+    for done, i in enumerate(chosen, 1):
+        out.append(view(ckpt_id, dkey, layer, which, int(i), k, checkpoint, split, acts))
+        if progress:
+            progress(done, len(chosen))
+    return out
 
 
 def page_neurons(order: Sequence[int], page: int, page_size: int = neurons.PAGE_SIZE) -> list[int]:

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from rotviz import distributed
+from rotviz.attribution.aggregation import rotation_aggregated_maps
 from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.attribution.targets import AllNeurons, Indices, NeuronSet, layer_size
 from rotviz.data.rotation import normalize
 from rotviz.nets.checkpoint import Checkpoint
 from rotviz.nets.models import RotationNet
@@ -74,3 +76,62 @@ def checkpoint_maps(
         (checkpoint.model, twin), images, sal, runtime, batch_size, progress
     )
     return trained, random
+
+
+def neuron_steps(model: RotationNet, sal: SaliencyConfig, per_step: int | None) -> list[NeuronSet]:
+    """sal's neuron set cut into sets of at most per_step neurons ("all" and index lists only;
+    a set chosen per image stays whole); the map of the set is the max of theirs."""
+    neurons = sal.neuron_set()
+    if not per_step or not isinstance(neurons, (AllNeurons, Indices)):
+        return [neurons]
+    indices = (
+        list(range(layer_size(model, sal.layer)))
+        if isinstance(neurons, AllNeurons)
+        else list(neurons.indices)
+    )
+    return [Indices(indices[i : i + per_step]) for i in range(0, len(indices), per_step)]
+
+
+def stepped_network_maps(
+    models: tuple[RotationNet, ...],
+    images: np.ndarray,
+    sal: SaliencyConfig,
+    runtime: RuntimeLike = "auto",
+    neurons_per_step: int | None = None,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """Maps (N, S, S) float32 of each model on a few uint8 images (N, 3, S, S), in small steps:
+    one per model, rotated copy and group of at most neurons_per_step neurons, with
+    progress(done, total) after each (a caller stops between steps by raising from it).
+    The same maps as ``network_maps`` (the max over neuron groups, then the rotations
+    combined as ``rotation_aggregated_maps`` does)."""
+    device = as_runtime(runtime).device
+    x = normalize(torch.from_numpy(np.array(images)).to(device))
+    ks = (0,) if sal.aggregate == "none" else tuple(int(k) % 4 for k in sal.rotations)
+    kw = dict(n_steps=sal.n_steps, nt_samples=sal.nt_samples, stdevs=sal.stdevs, seed=sal.seed)
+    steps = [neuron_steps(m, sal, neurons_per_step) for m in models]
+    total, done = sum(len(ks) * len(s) for s in steps), 0
+    out = []
+    for model, groups in zip(models, steps, strict=True):
+        model = model.to(device).eval()
+        combined = None
+        for k in ks:
+            per_k = None
+            for group in groups:
+                piece = rotation_aggregated_maps(
+                    model, x, sal.layer, group, (k,), "max", sal.method, **kw
+                )
+                per_k = piece if per_k is None else torch.maximum(per_k, piece)
+                done += 1
+                if progress:
+                    progress(done, total)
+            if combined is None:
+                combined = per_k.clone()
+            elif sal.aggregate == "max":
+                combined = torch.maximum(combined, per_k)
+            else:
+                combined += per_k
+        assert combined is not None
+        maps = combined / len(ks) if sal.aggregate == "mean" else combined
+        out.append(maps.float().cpu().numpy())
+    return out

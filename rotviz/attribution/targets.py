@@ -215,6 +215,15 @@ def parse_neurons(text: str) -> NeuronSet:
 # --------------------------------------------------------------------------- helpers
 
 
+def layer_size(model: RotationNet, layer: str) -> int:
+    """How many neurons a layer has: the rotation logits or the embedding's features."""
+    if layer == "rotation":
+        return model.num_rotations
+    if layer == "embedding":
+        return model.num_features
+    raise RotvizError(f"layer {layer!r}: choose rotation or embedding")
+
+
 def layer_forward(model: RotationNet, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The function x (N, 3, H, W) -> activations (N, n) of "rotation" or "embedding"."""
     if layer == "rotation":

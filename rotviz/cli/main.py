@@ -6,12 +6,15 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from rotviz import distributed
+from rotviz.attribution.cache import cached_checkpoint_maps
 from rotviz.attribution.saliency import SaliencyConfig
+from rotviz.attribution.targets import layer_size
 from rotviz.cli import app as app_cli
 from rotviz.cli import probe as probe_cli
 from rotviz.cli.options import (
@@ -24,11 +27,13 @@ from rotviz.cli.options import (
     checkpoint_store,
     data_config,
     log,
+    map_cache,
     network,
     network_command,
     own_data,
     precise_bn_images,
     run_config,
+    say_cost,
     served_train_config,
     step_progress_bar,
     train_config,
@@ -69,6 +74,7 @@ EXAMPLES = """examples:
   python -m rotviz evaluate --dataset lfw --root DATA/lfw --model six_layer --epochs 2 --json acc.json
   python -m rotviz accuracy-table --study studies/shared.toml --format markdown
   python -m rotviz download coco --dest DATA/coco --categories cat,dog
+  python -m rotviz cache clear
   python -m rotviz train --dataset lfw --root DATA/lfw --device cuda --amp bf16
   torchrun --nproc-per-node 4 -m rotviz train --dataset lfw --root DATA/lfw
   torchrun --nproc-per-node 4 -m rotviz study studies/paper.toml
@@ -223,6 +229,11 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     )
     twin = random_twin_of(ckpt, args.twin, runtime, data)
     log(describe_twin(twin))
+    cache = map_cache(args)
+    say_cost(ckpt.model, sal, test.images, twin, cache)
+    maps = cached_checkpoint_maps(
+        ckpt, test.images, sal, twin, runtime, cache, progress=progress_printer("maps")
+    )
     run = goodness_run(
         ckpt,
         test,
@@ -233,6 +244,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         not args.no_crowd,
         progress=progress_printer("maps"),
         twin=twin,
+        maps=maps,
     )
     if (
         not distributed.is_main()
@@ -289,6 +301,8 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     )
     twin = random_twin_of(ckpt, args.twin, runtime, data)
     log(describe_twin(twin))
+    # maps of the upright image and of its three quarter turns, by both networks
+    say_cost(ckpt.model, replace(sal, aggregate="none"), images, twin, None, copies=4)
     run = consistency_run(ckpt, images, sal, runtime, twin)
     if not distributed.is_main():
         return 0
@@ -302,6 +316,11 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     runtime = as_runtime(run_config(args))
     ckpt, data = network(args, data_config(args), checkpoint_store(args), runtime)
     _, test = load_split(data, "test")
+    for layer in neurons.LAYERS if args.layer == "both" else (args.layer,):
+        n = len(args.neurons.split(",")) if args.neurons else layer_size(ckpt.model, layer)
+        n = min(n, args.limit) if args.limit else n
+        sheets = SaliencyConfig(layer, ",".join(map(str, range(n))), aggregate="none")
+        say_cost(ckpt.model, sheets, test.images[: args.top], None, None, what="contact sheets")
     run = neurons.neurons_run(
         ckpt,
         test,
@@ -339,6 +358,16 @@ def progress_printer(what: str):
             bar["bar"].close()
 
     return update
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    cache = map_cache(args)
+    if args.action == "clear":
+        removed = cache.clear()
+        print(f"removed {removed} map set{'s' if removed != 1 else ''} from {cache.root}")
+    else:
+        print(cache.describe())
+    return 0
 
 
 def cmd_goodness_table(args: argparse.Namespace) -> int:
@@ -562,6 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_option(p)
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.set_defaults(func=cmd_checkpoints)
+
+    p = sub.add_parser(
+        "cache",
+        help="the map cache under the store: its size (info) or empty it (clear)",
+    )
+    p.add_argument("action", nargs="?", choices=["info", "clear"], default="info")
+    add_store_option(p)
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser(
         "download", help="download a dataset (lfw, coco) or print how to get cityscapes"

@@ -7,16 +7,22 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from rotviz.attribution.cache import MapCache, map_set_key
+from rotviz.attribution.cost import estimate_seconds, pass_cost_file
+from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.data.rotation import parse_rotations
 from rotviz.distributed import is_main
 from rotviz.errors import RotvizError
 from rotviz.nets.batchnorm import DEFAULT_N_IMAGES
 from rotviz.nets.checkpoint import Checkpoint
-from rotviz.nets.store import CheckpointStore, default_store, load_checkpoint
+from rotviz.nets.models import RotationNet
+from rotviz.nets.store import CheckpointStore, default_store, load_checkpoint, user_store_root
 from rotviz.nets.twin import DEFAULT_TWIN, TWINS
 from rotviz.runtime import RunConfig, Runtime
 from rotviz.training.pipeline import load_split, recalibrate, stored_epochs, train_or_load
@@ -381,3 +387,35 @@ def _duration(seconds: float) -> str:
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def map_cache(args: argparse.Namespace) -> MapCache:
+    """The map cache under the store's folder (--store, else $ROTVIZ_STORE or the default)."""
+    return MapCache(
+        (Path(args.store) if getattr(args, "store", None) else user_store_root()) / "map_cache"
+    )
+
+
+def say_cost(
+    model: RotationNet,
+    sal: SaliencyConfig,
+    images: np.ndarray,
+    twin: RotationNet | None,
+    cache: MapCache | None,
+    copies: int = 1,
+    what: str = "maps",
+    networks: int = 2,
+) -> None:
+    """Log where maps of images (N, 3, S, S) by model and twin come from: the map cache, or the
+    estimate (rotviz.attribution.cost) when over its threshold, before the run starts. copies:
+    map sets computed per image (e.g. rotation consistency's rotated copies); networks: how
+    many networks compute them (the trained network and its twin)."""
+    if cache is not None and twin is not None and map_set_key(model, twin, sal, images) in cache:
+        log(f"{what}: from the map cache ({cache.root})")
+        return
+    est = estimate_seconds(model, sal, len(images) * copies, networks, images.shape[-1])
+    if est.needs_confirmation:
+        log(
+            f"{what}: {est.text} on this machine (the bound; one pass measured once, kept in "
+            f"{pass_cost_file()})"
+        )

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rotviz.attribution.cache import MapCache, maps_key
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig
 from rotviz.data.preprocess import PreparedSplit
@@ -168,6 +169,43 @@ def top_table(
     )
 
 
+def neuron_images(
+    checkpoint: Checkpoint,
+    split: PreparedSplit,
+    acts: np.ndarray,
+    layer: str,
+    neuron: int,
+    k: int = TOP_K,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """The rows of a neuron's top-k images (from the activations acts (N, n) of its network)
+    and those images uint8 (k, 3, S, S), turned as the network saw them (rotation neurons)."""
+    _check_layer(layer)
+    if not 0 <= neuron < acts.shape[1]:
+        raise RotvizError(f"neuron {neuron} does not exist: this layer has 0..{acts.shape[1] - 1}")
+    rows = top_images(acts[:, neuron : neuron + 1], k)[0]
+    turns = checkpoint.train_config.rotations[neuron] if layer == "rotation" else 0
+    return rows, rotate(torch.from_numpy(np.array(split.images[rows])), turns)
+
+
+def neuron_saliency(layer: str, neuron: int) -> SaliencyConfig:
+    """The settings of a neuron's maps: that neuron alone, the image as shown (no aggregation)."""
+    return SaliencyConfig(layer=layer, neurons=str(neuron), aggregate="none")
+
+
+def neuron_view_key(
+    checkpoint: Checkpoint,
+    model: RotationNet,
+    split: PreparedSplit,
+    acts: np.ndarray,
+    layer: str,
+    neuron: int,
+    k: int = TOP_K,
+) -> str:
+    """The map cache key of a neuron view's maps (rotviz.attribution.cache.maps_key)."""
+    _, images = neuron_images(checkpoint, split, acts, layer, neuron, k)
+    return maps_key((model,), neuron_saliency(layer, neuron), images.numpy())
+
+
 def neuron_view(
     checkpoint: Checkpoint,
     model: RotationNet,
@@ -177,18 +215,21 @@ def neuron_view(
     layer: str,
     neuron: int,
     k: int = TOP_K,
+    cache: MapCache | None = None,
 ) -> NeuronView:
     """The top-k images of a neuron (from the activations acts (N, n) of this network) and
-    that neuron's saliency on each: ``SaliencyConfig(layer, neurons=str(neuron), aggregate="none")``."""
-    _check_layer(layer)
-    if not 0 <= neuron < acts.shape[1]:
-        raise RotvizError(f"neuron {neuron} does not exist: this layer has 0..{acts.shape[1] - 1}")
-    rotations = checkpoint.train_config.rotations
-    rows = top_images(acts[:, neuron : neuron + 1], k)[0]
-    turns = rotations[neuron] if layer == "rotation" else 0
-    images = rotate(torch.from_numpy(np.array(split.images[rows])), turns)
-    cfg = SaliencyConfig(layer=layer, neurons=str(neuron), aggregate="none")
-    maps = cfg.maps(model, normalize(images), model_rotations=rotations)
+    that neuron's saliency on each (``neuron_saliency``); with a map cache, the maps are read
+    from it when there and kept in it when computed."""
+    rows, images = neuron_images(checkpoint, split, acts, layer, neuron, k)
+    cfg = neuron_saliency(layer, neuron)
+    key = maps_key((model,), cfg, images.numpy()) if cache is not None else ""
+    maps = cache.get(key) if cache is not None else None
+    if maps is None or maps.shape != (len(rows), *images.shape[-2:]):
+        rotations = checkpoint.train_config.rotations
+        maps = cfg.maps(model, normalize(images), model_rotations=rotations).numpy()
+        maps = maps.astype(np.float32)
+        if cache is not None:
+            cache.put(key, maps)
     label = neuron_labels(checkpoint, layer, acts.shape[1])[neuron]
     return NeuronView(
         layer,
@@ -198,7 +239,7 @@ def neuron_view(
         rows,
         np.asarray(acts)[rows, neuron],
         images.numpy(),
-        maps.numpy().astype(np.float32),
+        maps,
     )
 
 
