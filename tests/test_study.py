@@ -105,10 +105,10 @@ def test_a_misspelt_probe_key_is_reported():
 
 def test_seed_rows_never_show_nan():
     from rotviz.scores.stats import compare_paired
-    from rotviz.study.files import _interval_rows
+    from rotviz.study.results import interval_cells
 
     cmp = compare_paired(np.array([1.0, np.nan, 0.5]), np.array([0.0, np.nan, 0.25]))
-    shown, nums = _interval_rows(cmp, {"trained": [0.7, 0.8], "random": [0.1, 0.2]})
+    shown, nums = interval_cells(cmp, {"trained": [0.7, 0.8], "random": [0.1, 0.2]})
     assert set(shown) >= {"trained", "random", "trained, over seeds", "random, over seeds"}
     assert "nan" not in " ".join(shown.values()).lower()
     assert nums["n"] == 2
