@@ -25,6 +25,7 @@ from torch import nn
 from rotviz.attribution.gradients import channels_last, explaining
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.attribution.targets import AllNeurons, Indices, TopK, layer_forward, layer_size
+from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
 from rotviz.nets.store import atomic_write_bytes, user_store_root
 
@@ -46,9 +47,14 @@ def pass_cost(
     device: torch.device,
     batch: int = FULL_BATCH,
     repeats: int = 3,
+    folded: bool = True,
 ) -> float:
     """Seconds per image of one forward + input-gradient pass inside a batch of ``batch`` copies
-    of x[:1] (3, H, W); the fastest of ``repeats`` timings after one warm-up."""
+    of x[:1] (3, H, W); the fastest of ``repeats`` timings after one warm-up. folded: on the
+    copy with BatchNorm folded into the convolutions, what the fast paths run (False: the
+    network as given)."""
+    if folded:
+        model = inference_net(model)
     forward = layer_forward(model, layer)
     copies = x[:1].to(device).repeat(batch, 1, 1, 1)
 
@@ -80,7 +86,7 @@ def _device_name(device: torch.device) -> str:
 def pass_cost_key(model: RotationNet, layer: str, image_size: int, device: torch.device) -> str:
     """What a per-pass cost depends on: architecture, layer, image size, device, threads, torch."""
     return (
-        f"{model.name}|{layer}|{image_size}|{_device_name(device)}|"
+        f"{model.name}|{layer}|{image_size}|{_device_name(device)}|folded|"
         f"threads={torch.get_num_threads()}|torch={torch.__version__}"
     )
 
