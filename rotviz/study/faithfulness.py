@@ -195,7 +195,7 @@ def source_curves(
 
 def _as_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 images are normalised (ImageNet mean/std); float images are taken as normalised."""
-    t = torch.as_tensor(np.asarray(images))
+    t = torch.from_numpy(np.array(images))  # a copy: split images may be read-only
     return normalize(t.to(device)) if t.dtype == torch.uint8 else t.to(device, torch.float32)
 
 
