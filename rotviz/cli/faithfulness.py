@@ -111,14 +111,15 @@ def cmd_faithfulness(args: argparse.Namespace) -> int:
         raise RotvizError("the test split is empty: nothing to measure")
     images = test.images[:n]
     masks = split_box_masks(test)[:n]
+    kinds = () if args.no_twins else TWINS
+    log(estimate(n, methods, len(kinds), config, sal, ckpt.model.num_rotations))
     twins = {}
-    for kind in () if args.no_twins else TWINS:
+    for kind in kinds:
         try:
             twins[kind] = random_twin_of(ckpt, kind, runtime, data)
             log(describe_twin(twins[kind]))
         except RotvizError as err:
             log(f"no {kind} random twin: {err}")
-    log(estimate(n, methods, len(twins), config, sal, ckpt.model.num_rotations))
     box_masks = masks if masks.any() else None
     context = run_context(ckpt, data)
     files = [r.relpath for r in test.records[:n]]

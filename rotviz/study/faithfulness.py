@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -352,15 +352,13 @@ def faithfulness_methods(
 ) -> dict[str, FaithfulnessRun]:
     """One faithfulness run per attribution method (sal's layer, neurons and aggregation with
     each method), sharing the references' curves (measured once)."""
-    import dataclasses
-
     base = upright_saliency(sal)
     refs = reference_curves(model, images, config, runtime)
     out = {}
     for method in methods:
         if log:
             log(f"faithfulness: {method}, {len(images)} images")
-        one = dataclasses.replace(base, method=method)
+        one = replace(base, method=method)
         out[method] = faithfulness_run(model, images, one, config, runtime, twins, box_masks, refs)
     return out
 
