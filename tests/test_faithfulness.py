@@ -432,3 +432,48 @@ def test_faithfulness_methods_table_and_study_section(small_store, tmp_path):
 
     with pytest.raises(RotvizError, match="unknown keys"):
         study_from_dict({**raw, "faithfulness": {"imgs": 2}}, Path("."))
+
+
+def test_the_run_puts_q_at_the_box_area_beside_the_curves():
+    from rotviz.scores.metrics import BoxArea, goodness
+    from rotviz.study.results import faithfulness_table
+
+    rng = np.random.default_rng(5)
+    maps = {"trained": rng.random((3, 8, 8)), "edges": rng.random((3, 8, 8))}
+    boxes = np.zeros((3, 8, 8), bool)
+    boxes[0, 2:5, 2:6] = True
+    boxes[1, :3, :3] = True  # image 2 has no box
+
+    def curves(shift):
+        k = np.linspace(0, 1, 3)
+        return Curves(
+            k,
+            (50.0,),
+            np.tile(1 - k, (3, 1)) + shift,
+            np.tile(k, (3, 1)) - shift,
+            np.full((3, 1), 0.3 + shift),
+            np.full((3, 1), 0.5),
+        )
+
+    run = faithfulness_result(
+        {"trained": curves(0.0), "edges": curves(0.3), "random": curves(0.2)}, maps, boxes
+    )
+    q = run.rows.set_index(["source", "image"])["q_box_area"]
+    expected = goodness(BoxArea().mask(maps["trained"][0], boxes[0]), boxes[0])
+    assert q[("trained", 0)] == pytest.approx(expected)
+    assert math.isnan(q[("trained", 2)]) and q.loc["random"].isna().all()
+    table = faithfulness_table(run)
+    assert table.loc["random order (chance)", "faithful"] == "reference"
+    assert table.loc["trained map", "faithful"] == "beats the random order on insertion and ROAD"
+    assert table.loc["edge map", "faithful"] == (
+        "does not beat the random order on insertion AUC / ROAD"
+    )
+
+
+def test_the_estimate_counts_every_perturbed_copy_at_every_rotation():
+    from rotviz.study.faithfulness import forward_passes
+
+    config = FaithfulnessConfig(steps=4, percentages=(10, 50), random_orders=3)
+    per = 2 * 5 + 2 * 2
+    assert forward_passes(2, 1, config, 4) == 2 * (1 + 3) * per * 4
+    assert forward_passes(2, 1, config, 2, with_random=False) == 2 * per * 2
