@@ -203,7 +203,9 @@ def main() -> None:
         f"{len(flat)} perturbed images x {model.num_rotations} rotations; "
         f"{torch.get_num_threads()} torch threads"
     )
-    print(f"  ours       {t_ours / n:7.3f} s/image  (fastest of {REPEAT[0]} runs; the reference runs once)")
+    print(
+        f"  ours       {t_ours / n:7.3f} s/image  (fastest of {REPEAT[0]} runs; the reference runs once)"
+    )
     print(
         f"  reference  {t_ref / n:7.3f} s/image  (of which ROAD systems + spsolve {ref_solves / n:.3f})"
     )

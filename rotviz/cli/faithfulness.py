@@ -86,6 +86,11 @@ def estimate(
     )
 
 
+def curves_progress(done: int, total: int) -> None:
+    """Log the images whose curves are done."""
+    log(f"curves: {done}/{total} images")
+
+
 def cmd_faithfulness(args: argparse.Namespace) -> int:
     n_images = args.max_images if args.max_images is not None else DEFAULT_IMAGES
     args.max_images = None  # this command's --max-images caps the images explained, not the split
@@ -124,7 +129,9 @@ def cmd_faithfulness(args: argparse.Namespace) -> int:
     context = run_context(ckpt, data)
     files = [r.relpath for r in test.records[:n]]
     if len(methods) == 1:
-        run = faithfulness_run(ckpt.model, images, sal, config, runtime, twins, box_masks)
+        run = faithfulness_run(
+            ckpt.model, images, sal, config, runtime, twins, box_masks, progress=curves_progress
+        )
         if not distributed.is_main():
             return 0
         if run.warning:

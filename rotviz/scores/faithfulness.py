@@ -252,7 +252,8 @@ def imputation_system(images: np.ndarray, masks: np.ndarray) -> tuple[sp.csr_mat
         rows_a.append(eq[inside][removed])
         cols_a.append(var[nb[removed]])
         vals_a.append(np.full(int(removed.sum()), -weight))
-        np.add.at(b, eq[inside][~removed], weight * values[nb[~removed]])
+        # an equation appears at most once per offset, so a fancy-index add is a scatter-add
+        b[eq[inside][~removed]] += weight * values[nb[~removed]]
     # a pixel without neighbours (a 1 x 1 image) keeps the diagonal 1 and b 0
     diag[diag == 0] = 1.0
     a = sp.csr_matrix(
