@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saliency_throughput import real_images  # noqa: E402
 
-from rotviz.data.rotation import denormalize  # noqa: E402
+from rotviz.data.rotation import denormalize, rotation_batch  # noqa: E402
 from rotviz.nets.models import build_model  # noqa: E402
 from rotviz.scores.baselines import baseline_maps  # noqa: E402
 from rotviz.scores.faithfulness import (  # noqa: E402
@@ -87,8 +87,9 @@ def grad_cam_system(mask_keep: np.ndarray, img: np.ndarray) -> tuple[lil_matrix,
     return a, b
 
 
-def reference_curves(model, x, rankings, config):
-    """The plain loop: one forward per step or mask (its rotations in one batch)."""
+def reference_curves(model, x, rankings, config, layout: str = "plain"):
+    """The plain loop: one forward per step or mask (its rotations in one batch), in the
+    default memory layout ("plain") or in rotviz's channels-last layout ("channels-last")."""
     n, c, h, w = x.shape
     counts = step_counts(h * w, config.steps)
     road = percentage_counts(h * w, config.percentages)
@@ -96,8 +97,14 @@ def reference_curves(model, x, rankings, config):
     out.update({k: np.zeros((n, len(road))) for k in ("morf", "lerf")})
     solve_time = 0.0
 
+    @torch.no_grad()
     def score(img: torch.Tensor) -> float:
-        return float(rotation_scores(model, img[None], batch_size=model.num_rotations)[0][0])
+        """One forward of the image at the network's rotations."""
+        if layout == "channels-last":
+            return float(rotation_scores(model, img[None], model.num_rotations)[0][0])
+        batch, labels = rotation_batch(img[None], model.rotations)
+        probs = model(batch).softmax(1)[torch.arange(len(labels)), labels]
+        return float(probs.double().mean())
 
     for i in range(n):
         blurred = insertion_substrate(x[i : i + 1], config)[0]
@@ -155,6 +162,12 @@ def main() -> None:
     ap.add_argument("--full-batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--repeat", type=int, default=3, help="our timings: fastest of N runs (3)")
+    ap.add_argument(
+        "--reference-layout",
+        choices=["plain", "channels-last"],
+        default="plain",
+        help="the reference loop's forward: default memory layout, or rotviz's channels-last",
+    )
     args = ap.parse_args()
     REPEAT[0] = args.repeat
     if args.threads:
@@ -175,7 +188,9 @@ def main() -> None:
     insertion_substrate(x[:1], config)
 
     t_ours, ours = timed(lambda: ranking_curves(model, x, rankings, config, ids))
-    t_ref, (ref, ref_solves) = timed(lambda: reference_curves(model, x, rankings, config), 1)
+    t_ref, (ref, ref_solves) = timed(
+        lambda: reference_curves(model, x, rankings, config, args.reference_layout), 1
+    )
     diff = max(float(np.abs(getattr(ours, k) - ref[k]).max()) for k in ref)
 
     # our parts, timed alone on the same work
@@ -207,7 +222,8 @@ def main() -> None:
         f"  ours       {t_ours / n:7.3f} s/image  (fastest of {REPEAT[0]} runs; the reference runs once)"
     )
     print(
-        f"  reference  {t_ref / n:7.3f} s/image  (of which ROAD systems + spsolve {ref_solves / n:.3f})"
+        f"  reference  {t_ref / n:7.3f} s/image  ({args.reference_layout} layout; ROAD systems + "
+        f"spsolve {ref_solves / n:.3f})"
     )
     print(
         f"  bound      {bound / n:7.3f} s/image  (forward at full batch {per_image_forward * len(flat) / n:.3f} + solves {t_solve / n:.3f})"
