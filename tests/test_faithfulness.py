@@ -477,3 +477,23 @@ def test_the_estimate_counts_every_perturbed_copy_at_every_rotation():
     per = 2 * 5 + 2 * 2
     assert forward_passes(2, 1, config, 4) == 2 * (1 + 3) * per * 4
     assert forward_passes(2, 1, config, 2, with_random=False) == 2 * per * 2
+
+
+def test_faithfulness_command_with_several_methods_writes_the_methods_table(
+    small_store, tmp_path, capsys
+):
+    from rotviz.cli.main import main
+
+    store, data, ckpt = small_store
+    out = tmp_path / "methods"
+    argv = ["faithfulness", "--checkpoint", ckpt.name, "--store", str(store.root)]
+    argv += ["--dataset", "folder", "--root", data.root, "--max-images", "2", "--steps", "2"]
+    argv += ["--percentages", "50", "--random-orders", "1", "--no-twins", "--out", str(out)]
+    assert main([*argv, "--method", "saliency,gradcam", "--format", "csv"]) == 0
+    table = pd.read_csv(out / "faithfulness_methods.csv")
+    assert list(table["method"][:2]) == ["saliency", "gradcam"]
+    numbers = pd.read_csv(out / "faithfulness_methods_numbers.csv")
+    assert set(numbers.method) == {"saliency", "gradcam"}
+    assert (out / "gradcam" / "faithfulness.csv").exists()
+    assert "gradcam" in capsys.readouterr().out
+    assert main([*argv, "--method", "nonsense"]) == 2
