@@ -16,6 +16,7 @@ from rotviz.attribution.cache import cached_checkpoint_maps
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.attribution.targets import layer_size
 from rotviz.cli import app as app_cli
+from rotviz.cli import faithfulness as faithfulness_cli
 from rotviz.cli import probe as probe_cli
 from rotviz.cli.options import (
     add_checkpoint_option,
@@ -613,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     probe_cli.add_commands(sub)
+    faithfulness_cli.add_command(sub)
     app_cli.add_command(sub)
     return parser
 

@@ -16,7 +16,7 @@ import io
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from rotviz.errors import RotvizError
+from rotviz.scores.faithfulness import Curves
 from rotviz.scores.metrics import format_q, sweep_auc
 from rotviz.scores.similarity import MEASURE_LABELS, MEASURES, cascade_summary
 from rotviz.study.results import NeuronView
@@ -438,4 +439,61 @@ def history_figure(history: list[dict[str, Any]]) -> Figure:
     ax2.set_ylim(0, 1)
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
+    return fig
+
+
+def faithfulness_figure(
+    curves: Mapping[str, Curves],
+    names: Mapping[str, str] | None = None,
+    image: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Deletion, insertion and ROAD (MoRF solid, LeRF dashed) of each ranking source: the mean
+    over images of the probability of the true rotation, or one image's (image index)."""
+    names = names or {}
+    fig = _new_figure((13.0, 3.8))
+    ax_del, ax_ins, ax_road = fig.subplots(1, 3)
+    pick = (lambda a: a.mean(axis=0)) if image is None else (lambda a: a[image])
+    for i, (source, c) in enumerate(curves.items()):
+        colour = f"C{i}"
+        label = names.get(source, source)
+        scores = c.scores()
+        at = slice(None) if image is None else image
+        auc = {k: float(np.mean(v[at])) for k, v in scores.items()}
+        ax_del.plot(
+            c.fractions,
+            pick(c.deletion),
+            "-",
+            color=colour,
+            label=f"{label} ({auc['deletion_auc']:.3f})",
+        )
+        ax_ins.plot(
+            c.fractions,
+            pick(c.insertion),
+            "-",
+            color=colour,
+            label=f"{label} ({auc['insertion_auc']:.3f})",
+        )
+        ax_road.plot(
+            c.percentages,
+            pick(c.morf),
+            "-o",
+            color=colour,
+            markersize=3,
+            label=f"{label} ({auc['road']:.3f})",
+        )
+        ax_road.plot(c.percentages, pick(c.lerf), "--s", color=colour, markersize=3)
+    ax_del.set_title("deletion (towards the mean; lower AUC is better)", fontsize=9)
+    ax_del.set_xlabel("share of pixels removed")
+    ax_ins.set_title("insertion (onto a blurred copy; higher is better)", fontsize=9)
+    ax_ins.set_xlabel("share of pixels revealed")
+    ax_road.set_title("ROAD: MoRF solid, LeRF dashed (score higher is better)", fontsize=9)
+    ax_road.set_xlabel("pixels removed and imputed (%)")
+    for ax in (ax_del, ax_ins, ax_road):
+        ax.set_ylabel("p(true rotation)", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

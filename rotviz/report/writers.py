@@ -22,11 +22,14 @@ from rotviz.scores.metrics import Threshold
 from rotviz.scores.stats import percent
 from rotviz.study.results import (
     ConsistencyRun,
+    FaithfulnessRun,
     GoodnessRun,
     NeuronsRun,
     ProbeRun,
     RunContext,
     SanityRun,
+    faithfulness_methods_table,
+    faithfulness_table,
     goodness_baselines,
     sweeps,
 )
@@ -262,3 +265,88 @@ def save_neurons(
         )
         n_sheets += 1
     return Saved(folder, paths, n_sheets)
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+def mean_curves(run: FaithfulnessRun) -> pd.DataFrame:
+    """Each source's mean curves over images: source, curve (deletion, insertion, morf, lerf),
+    x (share of pixels, or ROAD percentage), score (probability of the true rotation), accuracy."""
+    frames = []
+    for source, c in run.curves.items():
+        for kind, x in (
+            ("deletion", c.fractions),
+            ("insertion", c.fractions),
+            ("morf", np.asarray(c.percentages)),
+            ("lerf", np.asarray(c.percentages)),
+        ):
+            y = getattr(c, kind).mean(axis=0)
+            acc = c.accuracy[kind].mean(axis=0) if c.accuracy else np.full(len(x), np.nan)
+            frames.append(
+                pd.DataFrame({"source": source, "curve": kind, "x": x, "score": y, "accuracy": acc})
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def save_faithfulness(
+    run: FaithfulnessRun,
+    files: Sequence[str],
+    out: Path | str,
+    context: RunContext,
+    figure_formats: Sequence[str] = ("png",),
+    fmt: str = "markdown",
+    stem: str = "faithfulness",
+) -> Saved:
+    """stem.csv (per source and image, with the image's file and provenance columns),
+    stem_curves.csv (mean curves), stem_summary.json (intervals, flags, settings, provenance,
+    the twins' calibration), the table (fmt) and the curve figure stem.png/.svg/.pdf."""
+    folder, paths = _folder(out), []
+    names = np.asarray(files, dtype=object)[run.rows["image"].to_numpy()]
+    _csv(run.rows.assign(file=names, **context.source), folder / f"{stem}.csv", paths)
+    _csv(mean_curves(run), folder / f"{stem}_curves.csv", paths)
+    summary = {
+        "method": run.method,
+        "warning": run.warning,
+        "sources": {s: run.source_name(s) for s in run.curves},
+        "summary": run.summary.to_dict(orient="records"),
+        "twin_calibration": run.twin_calibration,
+        "settings": {**run.settings, "data": context.data, "train": context.train},
+        **context.source,
+        "card": context.card,
+    }
+    path = folder / f"{stem}_summary.json"
+    _text(json.dumps(summary, indent=2, default=str), path, paths)
+    table = faithfulness_table(run)
+    _text(format_table(table, fmt), table_file(folder, f"{stem}_table", fmt), paths)
+    names_by_source = {s: run.source_name(s) for s in run.curves}
+    fig = figures.faithfulness_figure(
+        run.curves,
+        names_by_source,
+        title=f"Faithfulness of the {run.method} map (mean over images)",
+    )
+    paths += figures.save_figure(fig, folder / stem, formats=figure_formats)
+    return Saved(folder, paths, 1)
+
+
+def save_faithfulness_methods(
+    runs: dict[str, FaithfulnessRun],
+    files: Sequence[str],
+    out: Path | str,
+    context: RunContext,
+    figure_formats: Sequence[str] = ("png",),
+    fmt: str = "markdown",
+) -> Saved:
+    """faithfulness_methods (the methods table, fmt) and faithfulness_methods.csv (numbers:
+    one row per method and source), plus each method's files (save_faithfulness) in out/METHOD/."""
+    folder, paths = _folder(out), []
+    table = faithfulness_methods_table(runs)
+    _text(format_table(table, fmt), table_file(folder, "faithfulness_methods", fmt), paths)
+    numbers = pd.concat([r.summary.assign(method=m) for m, r in runs.items()], ignore_index=True)
+    _csv(numbers, folder / "faithfulness_methods_numbers.csv", paths)
+    written = 0
+    for method, run in runs.items():
+        saved = save_faithfulness(run, files, folder / method, context, figure_formats, fmt)
+        paths += saved.paths
+        written += saved.figures
+    return Saved(folder, paths, written)

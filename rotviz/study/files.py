@@ -137,6 +137,18 @@ def study_from_dict(raw: dict[str, Any], base: Path, path: Path | None = None) -
 # Keys of the optional sections (read by rotviz.study.runs.probe_and_sanity_tables).
 SECTION_KEYS = {
     "consistency": {"datasets", "models", "layer", "neurons", "method", "images"},
+    "faithfulness": {
+        "datasets",
+        "models",
+        "layer",
+        "neurons",
+        "method",
+        "aggregate",
+        "images",
+        "steps",
+        "percentages",
+        "twins",
+    },
     "probe": {
         "datasets",
         "models",

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from rotviz.scores.baselines import SCALE_FREE, baseline_comparison, baseline_summary
+from rotviz.scores.faithfulness import MEASURE_NAMES, MEASURES, RANDOM, Curves
 from rotviz.scores.metrics import threshold_sweep
-from rotviz.scores.stats import Comparison, seed_interval
+from rotviz.scores.stats import Comparison, Interval, seed_interval
 
 NETWORKS = ("trained", "random")
 
@@ -219,6 +220,86 @@ class NeuronsRun:
     def neurons_per_layer(self) -> int:
         """The most neurons of one layer and network in the table."""
         return int(self.table.groupby(["layer", "network"])["neuron"].nunique().max())
+
+
+# The sources of rankings a faithfulness run compares, in table order, and their names.
+FAITHFULNESS_SOURCES = {
+    "trained": "trained map",
+    "initial twin": "random twin's map (initial statistics)",
+    "calibrated twin": "random twin's map (calibrated statistics)",
+    "centre": "centre prior",
+    "edges": "edge map",
+    RANDOM: "random order (chance)",
+}
+Q_BOX_AREA = "q_box_area"  # per-image Q of the map thresholded at the box area
+
+
+@dataclass
+class FaithfulnessRun:
+    """Deletion, insertion and ROAD of several rankings on one network's output, per image.
+
+    rows: rotviz.scores.faithfulness.per_image_rows plus q_box_area (NaN without boxes and for
+    the random order); summary: faithfulness_summary (intervals, paired differences to the
+    random order, flags) plus q_box_area with its interval; curves: each source's Curves.
+    """
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    curves: dict[str, Curves]
+    method: str = "saliency"
+    settings: dict[str, Any] = field(default_factory=dict)  # faithfulness and saliency settings
+    twin_calibration: dict[str, str] = field(default_factory=dict)  # per twin source
+    warning: str | None = None  # the method's caveat on this model
+
+    def source_name(self, source: str) -> str:
+        """The source's name in tables: "trained map", "random order (chance)", ..."""
+        return FAITHFULNESS_SOURCES.get(source, source)
+
+
+def _cell(row: pd.Series, col: str, digits: int = 3, scale: float = 1.0) -> str:
+    """ "mean [low, high]" of a summary row's column col (with col_low, col_high)."""
+    if col not in row or not math.isfinite(float(row[col])):
+        return "n/a"
+    iv = Interval(row[col], row[f"{col}_low"], row[f"{col}_high"], int(row["n"]))
+    return iv.format(scale=scale, digits=digits)
+
+
+def faithfulness_table(run: FaithfulnessRun, digits: int = 3) -> pd.DataFrame:
+    """One row per source: deletion AUC, insertion AUC, ROAD (mean [95% CI] over images, the
+    random order's paired difference beside insertion and ROAD), Q at the box area (%), flag."""
+    shown = {}
+    for _, row in run.summary.iterrows():
+        cells = {MEASURE_NAMES[m]: _cell(row, m, digits) for m in MEASURES}
+        for m in ("insertion_auc", "road"):
+            cells[f"{MEASURE_NAMES[m]} - random"] = (
+                "" if row["source"] == RANDOM else _cell(row, f"{m}_diff", digits)
+            )
+        cells["Q at box-area (%)"] = _cell(row, Q_BOX_AREA, 1, scale=100.0)
+        cells["faithful"] = row["flag"] or "beats the random order on insertion and ROAD"
+        shown[run.source_name(row["source"])] = cells
+    df = pd.DataFrame.from_dict(shown, orient="index")
+    df.index.name = f"ranking ({run.method})"
+    return df
+
+
+def faithfulness_methods_table(
+    runs: Mapping[str, FaithfulnessRun], digits: int = 3
+) -> pd.DataFrame:
+    """Methods x (deletion AUC, insertion AUC, ROAD, Q at the box area, faithful): each method's
+    trained map, then the model-free references of the first run (random order, centre, edges)."""
+    rows = {}
+    for method, run in runs.items():
+        t = faithfulness_table(run, digits)
+        rows[method] = t.loc[run.source_name("trained")]
+    first = next(iter(runs.values()))
+    t = faithfulness_table(first, digits)
+    for source in ("centre", "edges", RANDOM):
+        name = first.source_name(source)
+        if name in t.index:
+            rows[name] = t.loc[name]
+    df = pd.DataFrame(rows).T
+    df.index.name = "method"
+    return df
 
 
 def goodness_baselines(runs: Sequence[GoodnessRun]) -> tuple[pd.DataFrame, str]:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rotviz.attribution.methods import METHODS
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.config import DataConfig, TrainConfig
 from rotviz.nets.checkpoint import Checkpoint
@@ -18,12 +19,15 @@ from rotviz.nets.store import CheckpointStore, checkpoint_key, checkpoint_name
 from rotviz.nets.twin import (
     DEFAULT_TWIN,
     TWIN_NAMES,
+    TWINS,
     describe_twin,
     random_twin_of,
 )
 from rotviz.runtime import RuntimeLike, as_runtime
+from rotviz.scores.faithfulness import PERCENTAGES, STEPS, FaithfulnessConfig
 from rotviz.scores.metrics import parse_threshold
 from rotviz.study.consistency import consistency_run
+from rotviz.study.faithfulness import faithfulness_methods
 from rotviz.study.files import Study
 from rotviz.study.goodness import split_box_masks
 from rotviz.study.probe import (
@@ -34,7 +38,13 @@ from rotviz.study.probe import (
     probe_table,
     task_data,
 )
-from rotviz.study.results import ProbeRun, RunContext, SanityRun
+from rotviz.study.results import (
+    ProbeRun,
+    RunContext,
+    SanityRun,
+    faithfulness_methods_table,
+    faithfulness_table,
+)
 from rotviz.study.sanity import sanity_report, shuffled_config
 from rotviz.training.pipeline import load_split, provenance, train_or_load
 
@@ -178,8 +188,10 @@ def probe_and_sanity_tables(
     runtime: RuntimeLike = "auto",
     log: Log = quiet,
 ) -> dict[str, pd.DataFrame]:
-    """Tables of a study's [probe], [sanity] and [consistency] sections: "probe <dataset> <model>",
-    "sanity ...", "cascading ..." and "consistency <dataset> <model>" frames (display strings with intervals; numeric ones end in " numbers")."""
+    """Tables of a study's [probe], [sanity], [consistency] and [faithfulness] sections: "probe
+    <dataset> <model>", "sanity ...", "cascading ...", "consistency <dataset> <model>" and
+    "faithfulness <dataset> <model>" frames (display strings with intervals; numeric ones end
+    in " numbers")."""
     runtime = as_runtime(runtime)
     tables: dict[str, pd.DataFrame] = {}
     spec = study.sections.get("probe")
@@ -257,4 +269,76 @@ def probe_and_sanity_tables(
                 table.attrs.update(numbers=run.numbers, twin=TWIN_NAMES[study.twin])
                 tables[f"consistency {ds} {model}"] = table
                 tables[f"consistency {ds} {model} numbers"] = run.numbers
+    tables.update(faithfulness_tables(study, store, runtime, log))
+    return tables
+
+
+def faithfulness_tables(
+    study: Study,
+    store: CheckpointStore,
+    runtime: RuntimeLike = "auto",
+    log: Log = quiet,
+) -> dict[str, pd.DataFrame]:
+    """The [faithfulness] section's tables: per dataset and model, "faithfulness <dataset>
+    <model>" (one row per ranking source; with several methods, one per method and the
+    references) and its numbers. Keys: datasets, models, layer, neurons, method (a name, a
+    list or "all"), aggregate, images (default 64), steps, percentages, twins (default true)."""
+    spec = study.sections.get("faithfulness")
+    if not spec:
+        return {}
+    runtime = as_runtime(runtime)
+    method = spec.get("method", "saliency")
+    methods = (
+        list(METHODS)
+        if method == "all"
+        else ([method] if isinstance(method, str) else list(method))
+    )
+    sal = SaliencyConfig(
+        layer=spec.get("layer", "rotation"),
+        neurons=spec.get("neurons", "all"),
+        method=methods[0],
+        aggregate=spec.get("aggregate", "none"),
+    )
+    config = FaithfulnessConfig(
+        steps=int(spec.get("steps", STEPS)),
+        percentages=tuple(spec.get("percentages", PERCENTAGES)),
+    )
+    tables: dict[str, pd.DataFrame] = {}
+    for ds in spec.get("datasets", [next(iter(study.datasets))]):
+        data = study.data_config(ds)
+        _, test = load_split(data, "test")
+        n = min(int(spec.get("images", 64)), len(test))
+        images = test.images[:n]
+        masks = split_box_masks(test)[:n]
+        for model in spec.get("models", list(study.models)):
+            ckpt = train_or_load(
+                data, study.train_config(model), store, runtime, log=log
+            ).checkpoint
+            twins = {}
+            if spec.get("twins", True):
+                for kind in TWINS:
+                    twins[kind] = random_twin_of(ckpt, kind, runtime, data)
+                    log(describe_twin(twins[kind]))
+            log(f"faithfulness: {ds} {model}, {n} test images, {', '.join(methods)}")
+            runs = faithfulness_methods(
+                ckpt.model,
+                images,
+                methods,
+                sal,
+                config,
+                runtime,
+                twins,
+                masks if masks.any() else None,
+            )
+            table = (
+                faithfulness_table(runs[methods[0]])
+                if len(methods) == 1
+                else faithfulness_methods_table(runs)
+            )
+            numbers = pd.concat(
+                [r.summary.assign(method=m) for m, r in runs.items()], ignore_index=True
+            )
+            table.attrs.update(numbers=numbers)
+            tables[f"faithfulness {ds} {model}"] = table
+            tables[f"faithfulness {ds} {model} numbers"] = numbers
     return tables
