@@ -110,8 +110,11 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 def inference_net(model: nn.Module) -> nn.Module:
     """The folded copy of model (``fold_batchnorm``), made once and remade when any of
-    model's weights or statistics change; a folded copy is returned as it is."""
+    model's weights or statistics change; a folded copy, or a network without BatchNorm, is
+    returned as it is."""
     if getattr(model, _FOLDED_MARK, False):
+        return model
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
     key = _fingerprint(model)
     cached = _copies.get(model)

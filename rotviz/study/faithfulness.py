@@ -33,6 +33,7 @@ from rotviz.attribution.methods import method_warning
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.data.rotation import normalize, rotation_batch
 from rotviz.errors import RotvizError
+from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
 from rotviz.nets.twin import twin_calibration
 from rotviz.runtime import RuntimeLike, as_runtime
@@ -74,7 +75,9 @@ def rotation_scores(
     it is the argmax, each averaged over the rotations the network was trained on, (B,) each.
 
     Forward batches hold at most batch_size rotated images (at least one image's rotations).
+    The network runs in eval mode, with its BatchNorms folded into the convolutions.
     """
+    model = inference_net(model)
     m = model.num_rotations
     per = max(1, batch_size // m)
     probs, correct = [], []
