@@ -96,6 +96,7 @@ six_layer = "pct:90"
 """
 
 
+@pytest.mark.slow  # about a minute: maps of both layers on the demo split
 def test_goodness_table_prints_the_goodness_of_the_served_network(tmp_path, capsys):
     study, out = tmp_path / "demo.toml", tmp_path / "goodness.md"
     study.write_text(STUDY)
