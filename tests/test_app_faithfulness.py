@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rotviz.app import faithfulness as app_faithfulness
 from rotviz.attribution import cost
 from rotviz.attribution.maps import network_maps
 from rotviz.attribution.saliency import SaliencyConfig
@@ -18,6 +19,7 @@ from rotviz.config import DataConfig
 from rotviz.data import uploads
 from rotviz.nets.store import SHIPPED_STORE, CheckpointStore, load_checkpoint
 from rotviz.scores.baselines import baseline_maps
+from rotviz.scores.faithfulness import FaithfulnessConfig
 from rotviz.study.faithfulness import source_curves
 from rotviz.training.pipeline import load_split
 
@@ -38,12 +40,17 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+# fewer steps, percentages and random orders than the study's, to keep each test short
+SMALL = FaithfulnessConfig(steps=8, percentages=(20.0, 50.0), random_orders=2)
+
+
 @pytest.fixture(autouse=True)
 def env(dirs, monkeypatch, tmp_path):
     monkeypatch.setenv("ROTVIZ_STORE", str(dirs["store"]))
     monkeypatch.setenv("ROTVIZ_CACHE", str(dirs["cache"]))
     monkeypatch.setattr(cost, "pass_cost", lambda *a, **k: 0.01)  # no timing in tests
     monkeypatch.setattr(cost, "pass_cost_file", lambda: tmp_path / "pass_cost.json")
+    monkeypatch.setattr(app_faithfulness, "CONFIG", SMALL)
 
 
 def demo_card() -> str:
@@ -78,7 +85,7 @@ def library_curves(image: np.ndarray, with_map: bool = True) -> dict:
     if with_map:
         sal = SaliencyConfig(layer="rotation", neurons="all", method="saliency", aggregate="none")
         maps = {"trained": network_maps(ckpt.model, images, sal, "cpu")[0], **maps}
-    return source_curves(ckpt.model, images, maps, runtime="cpu")
+    return source_curves(ckpt.model, images, maps, SMALL, runtime="cpu")
 
 
 def assert_scores_equal(shown, curves: dict) -> None:
@@ -104,20 +111,20 @@ def test_saliency_page_shows_the_curves_of_the_library_and_the_chosen_step():
     assert "random twin sits at chance" in texts(at)
 
     trained = curves["trained"]
-    for step in (4, 12):
+    for step in (2, 6):
         at.slider(key="sal-faith-step").set_value(step).run()
         assert not at.exception
         share = trained.fractions[step]
         shown_text = texts(at)
         assert (
-            f"deletion, step {step} of 16: {share:.1%} of pixels removed; "
+            f"deletion, step {step} of 8: {share:.1%} of pixels removed; "
             f"p(true rotation) {trained.deletion[0, step]:.3f}"
         ) in shown_text
         assert (
-            f"insertion, step {step} of 16: {share:.1%} of pixels revealed; "
+            f"insertion, step {step} of 8: {share:.1%} of pixels revealed; "
             f"p(true rotation) {trained.insertion[0, step]:.3f}"
         ) in shown_text
-    assert "step 4 of 16" not in texts(at)
+    assert "step 2 of 8" not in texts(at)
     charts = [c for c in at.get("plotly_chart") if "p(true rotation)" in c.proto.spec]
     assert len(charts) == 1
 
@@ -138,7 +145,7 @@ def test_your_images_shows_the_curves_of_an_uploaded_image():
     cfg = load_checkpoint(demo_card()).card.data_config
     up = uploads.read_upload("made.png", data, None, cfg.image_size, cfg.resize)
     assert_scores_equal(shown, library_curves(up.pixels))
-    assert "step 4 of 16" in texts(at)
+    assert "step 2 of 8" in texts(at)  # the slider opens on a quarter of the steps
 
 
 def test_goodness_page_faithfulness_table_after_the_click():

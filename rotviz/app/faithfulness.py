@@ -67,20 +67,26 @@ def source_names(sources: list[str]) -> dict[str, str]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def image_curves(
-    model_id: str, image: np.ndarray, trained_map: np.ndarray, _model: RotationNet
+    model_id: str,
+    image: np.ndarray,
+    trained_map: np.ndarray,
+    config: FaithfulnessConfig,
+    _model: RotationNet,
 ) -> dict[str, Curves]:
     """Curves of one uint8 image (3, S, S) ranked by the trained map (S, S), by the edge map and
-    by the random order (mean of CONFIG.random_orders seeded orders), scored by _model
-    (model_id: its weights, the cache key with the image and the map)."""
+    by the random order (mean of config.random_orders seeded orders), scored by _model
+    (model_id: its weights, the cache key with the image, the map and the config)."""
     images = np.ascontiguousarray(image)[None]
     maps = {"trained": np.asarray(trained_map)[None], "edges": baseline_maps(images, "edges")}
-    return source_curves(_model, images, maps, CONFIG, cached.runtime())
+    return source_curves(_model, images, maps, config, cached.runtime())
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def image_step_pictures(image: np.ndarray, trained_map: np.ndarray) -> dict[str, np.ndarray]:
+def image_step_pictures(
+    image: np.ndarray, trained_map: np.ndarray, config: FaithfulnessConfig
+) -> dict[str, np.ndarray]:
     """The trained map's deletion and insertion copies of one image after each step (pictures)."""
-    return step_pictures(image, trained_map, CONFIG)
+    return step_pictures(image, trained_map, config)
 
 
 def image_scores(curves: dict[str, Curves]) -> pd.DataFrame:
@@ -158,8 +164,8 @@ def image_section(
             "which says nothing about the network."
         )
     with st.spinner("Deleting, inserting and imputing pixels..."):
-        curves = image_curves(pair.checkpoint.card.ident, image, trained_map, model)
-        pictures = image_step_pictures(image, trained_map)
+        curves = image_curves(pair.checkpoint.card.ident, image, trained_map, CONFIG, model)
+        pictures = image_step_pictures(image, trained_map, CONFIG)
     scores = image_scores(curves)
     st.dataframe(scores, key=f"{key}-faith-scores")
     st.caption(image_verdict(curves) + " " + DELETION_CAVEAT)
@@ -222,6 +228,7 @@ def checkpoint_runs(
     sal_key: str,
     n_images: int,
     methods: tuple[str, ...],
+    config: FaithfulnessConfig,
     _model: RotationNet,
     _twins: dict[str, RotationNet],
     _images: np.ndarray,
@@ -233,15 +240,15 @@ def checkpoint_runs(
     faithfulness.faithfulness_methods, as the command); the keys name the weights, twins,
     data and settings."""
     return faithfulness_methods(
-        _model, _images, list(methods), _sal, CONFIG, cached.runtime(), _twins, _box_masks, _log
+        _model, _images, list(methods), _sal, config, cached.runtime(), _twins, _box_masks, _log
     )
 
 
-def runs_table(runs: dict[tuple[Card, str], FaithfulnessRun]) -> pd.DataFrame:
+def runs_table(runs: list[tuple[Card, str, FaithfulnessRun]]) -> pd.DataFrame:
     """Rows per checkpoint, method and ranking: the cells of faithfulness_table, then the
     summary's numbers (as the command's summary JSON holds them) for the CSV."""
     frames = []
-    for (card, method), run in runs.items():
+    for card, method, run in runs:
         shown = faithfulness_table(run).reset_index(drop=True)
         numbers = run.summary.drop(columns=["flag"]).reset_index(drop=True)
         frame = pd.concat([shown, numbers], axis=1)
@@ -318,7 +325,7 @@ def dataset_section(cards: list[Card], dataset: str, method: str, aggregate: str
     if not done:
         return
     st.session_state["good_faith_done"] = run_key
-    runs: dict[tuple[Card, str], FaithfulnessRun] = {}
+    runs: list[tuple[Card, str, FaithfulnessRun]] = []
     bar = st.progress(0.0, text="Computing the faithfulness curves...")
     for i, card in enumerate(cards):
         own = common.with_local_paths(card.data_config)
@@ -353,6 +360,7 @@ def dataset_section(cards: list[Card], dataset: str, method: str, aggregate: str
             sal.key(),
             n,
             tuple(methods),
+            CONFIG,
             pair.trained,
             twins,
             split.images[:n],
@@ -360,16 +368,16 @@ def dataset_section(cards: list[Card], dataset: str, method: str, aggregate: str
             sal,
             log,
         )
-        runs.update({(card, m): run for m, run in got.items()})
+        runs += [(card, m, run) for m, run in got.items()]
     bar.empty()
     if not runs:
         return
     table = runs_table(runs)
     shown = ["checkpoint", "method", "ranking"] + [
-        c for c in faithfulness_table(next(iter(runs.values()))).columns
+        c for c in faithfulness_table(runs[0][2]).columns
     ]
     summaries.show_table(table, column_order=shown)
-    for text in dict.fromkeys(run.warning for run in runs.values() if run.warning):
+    for text in dict.fromkeys(run.warning for _, _, run in runs if run.warning):
         st.warning(text)
     st.caption(
         'Intervals: 95% percentile bootstrap over the images (1,000 resamples); "- random": '
