@@ -182,8 +182,9 @@ def faithfulness_plotly(
 
     frame: long rows source, curve (deletion, insertion, morf, lerf), x, score
     (rotviz.scores.faithfulness.curve_rows); names: display name per source; aucs: a frame
-    indexed by source with deletion_auc, insertion_auc and road put into the legend; step: a
-    share of pixels marked by a dotted line on the deletion and insertion panels.
+    indexed by source with deletion_auc, insertion_auc and road shown on hover; step: a
+    share of pixels marked by a dotted line on the deletion and insertion panels. One legend
+    entry per source; the AUCs and ROAD scores show on hover.
     """
     names = names or {}
     if frame.empty:
@@ -199,20 +200,21 @@ def faithfulness_plotly(
                 part = frame[(frame["source"] == source) & (frame["curve"] == kind)]
                 if part.empty:
                     continue
-                shown = label
+                measure = ""
                 if kind in measures and aucs is not None and source in aucs.index:
-                    shown = f"{label} ({aucs.loc[source, measures[kind]]:.3f})"
+                    value = aucs.loc[source, measures[kind]]
+                    measure = f" ({'ROAD score' if kind == 'morf' else 'AUC'} {value:.3f})"
                 fig.add_trace(
                     go.Scatter(
                         x=part["x"],
                         y=part["score"],
                         mode="lines+markers",
-                        name=shown,
+                        name=label,
                         legendgroup=source,
-                        showlegend=kind != "lerf",
+                        showlegend=col == 1,
                         line={"color": colour, "dash": "dash" if kind == "lerf" else "solid"},
                         marker={"size": 4},
-                        hovertemplate=f"{label}, {kind}<br>x %{{x:.3g}}<br>"
+                        hovertemplate=f"{label}, {kind}{measure}<br>x %{{x:.3g}}<br>"
                         "p(true rotation) %{y:.3f}<extra></extra>",
                     ),
                     row=1,
@@ -225,6 +227,8 @@ def faithfulness_plotly(
         for col in (1, 2):
             fig.add_vline(x=step, line_dash="dot", line_color="grey", row=1, col=col)
     fig.update_layout(
-        height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"}
+        height=400,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig
