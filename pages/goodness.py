@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from rotviz.app import common, explore, export, scores, summaries
+from rotviz.app import common, explore, export, faithfulness, scores, summaries
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.nets.checkpoint import Card
 from rotviz.report.charts import sweep_plotly
@@ -86,6 +86,13 @@ with common.shown_errors("the goodness tables"):
     elif mode == "percentile":
         value = st.slider("percentile p", 0.0, 100.0, 90.0, 0.5, key="good_pct")
 
+    with (
+        st.expander(
+            "Faithfulness: does the network use what the map points at? (deletion, insertion, ROAD)"
+        ),
+        common.shown_errors("the faithfulness table"),
+    ):
+        faithfulness.dataset_section([ds_cards[p] for p in chosen], dataset, method, aggregate)
     twin = explore.twin_select("good")
     settings = [(path, layer) for path in chosen for layer in ("rotation", "embedding")]
     run_key = ("good_done", tuple(settings), method, aggregate, twin)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from rotviz.app import cached, common, cost, explore
+from rotviz.app import cached, common, cost, explore, faithfulness
 from rotviz.nets.checkpoint import Card
 
 common.page_header(
@@ -122,6 +122,11 @@ with common.shown_errors("the saliency page"):
         )
         if st.checkbox("Compute the four back-rotated maps", key="sal_consistency"):
             explore.consistency_panel(pair, image, sal_cfg)
+    with (
+        st.expander("Does the network use what the map points at? Deletion, insertion, ROAD"),
+        common.shown_errors("the faithfulness curves"),
+    ):
+        faithfulness.image_section(pair, image, maps[0], sal_cfg, key="sal")
     threshold_section(
         card,
         pair,

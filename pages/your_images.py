@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from rotviz.app import cached, common, cost, explore
+from rotviz.app import cached, common, cost, explore, faithfulness
 from rotviz.data import uploads
 from rotviz.data.datasets import formats_text
 from rotviz.nets import evaluate
@@ -126,3 +126,10 @@ with common.shown_errors("the Your images page"):
                 [card],
                 key=f"up{i}",
             )
+            with (
+                st.expander(
+                    "Does the network use what the map points at? Deletion, insertion, ROAD"
+                ),
+                common.shown_errors("the faithfulness curves"),
+            ):
+                faithfulness.image_section(pair, up.pixels, maps[0], sal_cfg, key=f"up{i}")

@@ -497,3 +497,55 @@ def test_faithfulness_command_with_several_methods_writes_the_methods_table(
     assert (out / "gradcam" / "faithfulness.csv").exists()
     assert "gradcam" in capsys.readouterr().out
     assert main([*argv, "--method", "nonsense"]) == 2
+
+
+# --------------------------------------------------------------------------- the app's pieces
+
+
+def test_step_pictures_show_the_deleted_and_inserted_image_of_each_step():
+    from rotviz.data.rotation import IMAGENET_MEAN
+    from rotviz.study.faithfulness import step_pictures
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    ranked = rng.random((8, 8))
+    pics = step_pictures(image, ranked, FaithfulnessConfig(steps=4))
+    assert pics["deletion"].shape == pics["insertion"].shape == (5, 8, 8, 3)
+    upright = image.transpose(1, 2, 0).astype(int)
+    assert np.abs(pics["deletion"][0].astype(int) - upright).max() <= 1  # nothing removed yet
+    assert np.abs(pics["insertion"][-1].astype(int) - upright).max() <= 1  # all revealed
+    mean_colour = np.round(np.asarray(IMAGENET_MEAN) * 255)
+    assert np.abs(pics["deletion"][-1].astype(int) - mean_colour).max() <= 1  # all grey
+    # after step 1 of 4, the 16 top-ranked pixels (and only those) are grey
+    top = np.zeros(64, bool)
+    top[np.argsort(-ranked.ravel(), kind="stable")[:16]] = True
+    changed = (np.abs(pics["deletion"][1].astype(int) - upright) > 1).any(-1).ravel()
+    assert not changed[~top].any() and changed.sum() >= 12  # a pixel may already be mean-coloured
+
+
+def test_curve_rows_and_the_plotly_chart_of_one_image():
+    from rotviz.report.charts import faithfulness_plotly
+    from rotviz.scores.faithfulness import curve_rows, per_image_rows
+
+    rng = np.random.default_rng(0)
+    fr = np.linspace(0, 1, 5)
+
+    def curves() -> Curves:
+        return Curves(fr, (10.0, 50.0), *(rng.random((2, k)) for k in (5, 5, 2, 2)), accuracy={})
+
+    both = {"trained": curves(), "random": curves()}
+    rows = curve_rows(both, image=1)
+    one = rows[(rows.source == "trained") & (rows.curve == "insertion")]
+    assert one["score"].tolist() == pytest.approx(both["trained"].insertion[1].tolist())
+    assert one["accuracy"].isna().all()
+    mean = curve_rows(both)
+    lerf = mean[(mean.source == "random") & (mean.curve == "lerf")]
+    assert lerf["x"].tolist() == [10.0, 50.0]
+    assert lerf["score"].tolist() == pytest.approx(both["random"].lerf.mean(0).tolist())
+    aucs = per_image_rows(both).query("image == 1").set_index("source")
+    fig = faithfulness_plotly(rows, {"trained": "trained map"}, aucs, step=0.25)
+    ins_auc = aucs.loc["trained", "insertion_auc"]
+    assert any(f"trained map, insertion (AUC {ins_auc:.3f})" in t.hovertemplate for t in fig.data)
+    assert len(fig.data) == 2 * 4  # per source: deletion, insertion, MoRF, LeRF
+    legend = [t.name for t in fig.data if t.showlegend]
+    assert legend == ["trained map", "random"]  # one entry per source

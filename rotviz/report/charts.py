@@ -162,3 +162,73 @@ def confusion_chart(frame: pd.DataFrame, title: str) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
+
+
+# the curve panels of faithfulness_plotly: (curves drawn, title, x axis title)
+_FAITHFULNESS_PANELS = (
+    (("deletion",), "deletion (lower AUC is better)", "share of pixels removed"),
+    (("insertion",), "insertion (higher AUC is better)", "share of pixels revealed"),
+    (("morf", "lerf"), "ROAD: MoRF solid, LeRF dashed", "pixels removed and imputed (%)"),
+)
+
+
+def faithfulness_plotly(
+    frame: pd.DataFrame,
+    names: dict[str, str] | None = None,
+    aucs: pd.DataFrame | None = None,
+    step: float | None = None,
+) -> go.Figure:
+    """Interactive deletion, insertion and ROAD curves, one colour per ranking source.
+
+    frame: long rows source, curve (deletion, insertion, morf, lerf), x, score
+    (rotviz.scores.faithfulness.curve_rows); names: display name per source; aucs: a frame
+    indexed by source with deletion_auc, insertion_auc and road shown on hover; step: a
+    share of pixels marked by a dotted line on the deletion and insertion panels. One legend
+    entry per source; the AUCs and ROAD scores show on hover.
+    """
+    names = names or {}
+    if frame.empty:
+        raise RotvizError("faithfulness_plotly: the curve table has no rows.")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in _FAITHFULNESS_PANELS])
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+    measures = {"deletion": "deletion_auc", "insertion": "insertion_auc", "morf": "road"}
+    for i, source in enumerate(dict.fromkeys(frame["source"])):
+        colour = palette[i % len(palette)]
+        label = names.get(source, source)
+        for col, (kinds, _, _) in enumerate(_FAITHFULNESS_PANELS, start=1):
+            for kind in kinds:
+                part = frame[(frame["source"] == source) & (frame["curve"] == kind)]
+                if part.empty:
+                    continue
+                measure = ""
+                if kind in measures and aucs is not None and source in aucs.index:
+                    value = aucs.loc[source, measures[kind]]
+                    measure = f" ({'ROAD score' if kind == 'morf' else 'AUC'} {value:.3f})"
+                fig.add_trace(
+                    go.Scatter(
+                        x=part["x"],
+                        y=part["score"],
+                        mode="lines+markers",
+                        name=label,
+                        legendgroup=source,
+                        showlegend=col == 1,
+                        line={"color": colour, "dash": "dash" if kind == "lerf" else "solid"},
+                        marker={"size": 4},
+                        hovertemplate=f"{label}, {kind}{measure}<br>x %{{x:.3g}}<br>"
+                        "p(true rotation) %{y:.3f}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+    for col, (_, _, x_title) in enumerate(_FAITHFULNESS_PANELS, start=1):
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+        fig.update_yaxes(range=[0, 1], title_text="p(true rotation)", row=1, col=col)
+    if step is not None:
+        for col in (1, 2):
+            fig.add_vline(x=step, line_dash="dot", line_color="grey", row=1, col=col)
+    fig.update_layout(
+        height=400,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig

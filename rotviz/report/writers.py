@@ -18,6 +18,7 @@ import pandas as pd
 from rotviz.data.preprocess import PreparedSplit
 from rotviz.report import figures
 from rotviz.report.tables import EXTENSIONS, FORMATS, format_table
+from rotviz.scores.faithfulness import curve_rows
 from rotviz.scores.metrics import Threshold
 from rotviz.scores.stats import percent
 from rotviz.study.results import (
@@ -273,20 +274,7 @@ def save_neurons(
 def mean_curves(run: FaithfulnessRun) -> pd.DataFrame:
     """Each source's mean curves over images: source, curve (deletion, insertion, morf, lerf),
     x (share of pixels, or ROAD percentage), score (probability of the true rotation), accuracy."""
-    frames = []
-    for source, c in run.curves.items():
-        for kind, x in (
-            ("deletion", c.fractions),
-            ("insertion", c.fractions),
-            ("morf", np.asarray(c.percentages)),
-            ("lerf", np.asarray(c.percentages)),
-        ):
-            y = getattr(c, kind).mean(axis=0)
-            acc = c.accuracy[kind].mean(axis=0) if c.accuracy else np.full(len(x), np.nan)
-            frames.append(
-                pd.DataFrame({"source": source, "curve": kind, "x": x, "score": y, "accuracy": acc})
-            )
-    return pd.concat(frames, ignore_index=True)
+    return curve_rows(run.curves)
 
 
 def save_faithfulness(

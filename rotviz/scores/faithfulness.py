@@ -417,6 +417,30 @@ def per_image_rows(curves: Mapping[str, Curves]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def curve_rows(curves: Mapping[str, Curves], image: int | None = None) -> pd.DataFrame:
+    """Each source's curves, the mean over images (or image number image's own): source, curve
+    (deletion, insertion, morf, lerf), x (share of pixels, or ROAD percentage), score
+    (probability of the true rotation), accuracy."""
+    frames = []
+    for source, c in curves.items():
+        for kind, x in (
+            ("deletion", c.fractions),
+            ("insertion", c.fractions),
+            ("morf", np.asarray(c.percentages)),
+            ("lerf", np.asarray(c.percentages)),
+        ):
+            values = getattr(c, kind)
+            y = values.mean(axis=0) if image is None else values[image]
+            if not c.accuracy:
+                acc = np.full(len(x), np.nan)
+            else:
+                acc = c.accuracy[kind].mean(axis=0) if image is None else c.accuracy[kind][image]
+            frames.append(
+                pd.DataFrame({"source": source, "curve": kind, "x": x, "score": y, "accuracy": acc})
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
 def against_random(rows: pd.DataFrame, seed: int = 0) -> dict[str, dict[str, Comparison]]:
     """{source: {measure: Comparison}} of every source's per-image scores paired with the
     random order's on the same images (trained = the source, random = the random order)."""

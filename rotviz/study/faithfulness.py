@@ -31,7 +31,7 @@ from rotviz.attribution.gradients import channels_last
 from rotviz.attribution.maps import network_maps
 from rotviz.attribution.methods import method_warning
 from rotviz.attribution.saliency import SaliencyConfig
-from rotviz.data.rotation import normalize, rotation_batch
+from rotviz.data.rotation import denormalize, normalize, rotation_batch
 from rotviz.errors import RotvizError
 from rotviz.nets.folding import inference_net
 from rotviz.nets.models import RotationNet
@@ -101,6 +101,32 @@ def insertion_substrate(x: torch.Tensor, config: FaithfulnessConfig) -> torch.Te
     return gaussian_blur(x, [k, k], [s, s])
 
 
+def step_images(
+    x: torch.Tensor, rankings: np.ndarray, config: FaithfulnessConfig
+) -> dict[str, torch.Tensor]:
+    """The deletion and insertion copies of normalised images x (N, C, S, S) under rankings
+    (N, S*S) after each step: "deletion" and "insertion" (N, K + 1, C, S, S)."""
+    h, w = x.shape[-2:]
+    steps = torch.from_numpy(step_masks(rankings, (h, w), config.steps)).to(x.device)[:, :, None]
+    deletion = x[:, None] * ~steps
+    insertion = torch.where(steps, x[:, None], insertion_substrate(x, config)[:, None])
+    return {"deletion": deletion, "insertion": insertion}
+
+
+def step_pictures(
+    image: np.ndarray, ranked_map: np.ndarray, config: FaithfulnessConfig = FaithfulnessConfig()
+) -> dict[str, np.ndarray]:
+    """The deletion and insertion copies of one uint8 image (3, S, S) with pixels ranked by
+    ranked_map (S, S), after each step, as pictures: "deletion" and "insertion"
+    (K + 1, S, S, 3) uint8 (denormalised; deleted pixels show the mean colour)."""
+    x = _as_input(np.asarray(image)[None], torch.device("cpu"))
+    parts = step_images(x, pixel_rankings(ranked_map, warn=False), config)
+    return {
+        k: (denormalize(v[0]) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for k, v in parts.items()
+    }
+
+
 def perturbed_images(
     x: torch.Tensor,
     rankings: np.ndarray,
@@ -116,10 +142,7 @@ def perturbed_images(
     """
     n, c, h, w = x.shape
     device = x.device
-    steps = torch.from_numpy(step_masks(rankings, (h, w), config.steps)).to(device)[:, :, None]
-    deletion = x[:, None] * ~steps
-    insertion = torch.where(steps, x[:, None], insertion_substrate(x, config)[:, None])
-    out = {"deletion": deletion, "insertion": insertion}
+    out = step_images(x, rankings, config)
     xs = x.detach().cpu().double().numpy()
     n_p = len(config.percentages)
     for order, o in _ORDERS.items():
