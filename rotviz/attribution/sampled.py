@@ -4,7 +4,7 @@ Both average input gradients over points around an image: integrated gradients (
 et al., ICML 2017) over the path from a zero baseline, alpha_k x with Gauss-Legendre nodes and
 weights (Captum's default), times x; SmoothGrad (Smilkov et al. 2017) over noisy copies
 x + N(0, stdevs^2), |gradient| averaged. Every (image, neuron, point) gradient is one copy of
-the image in a batch of about ``REPLICATE_BATCH`` copies, each copy backpropagating its own
+the image in a batch of about ``replicate_batch()`` copies, each copy backpropagating its own
 neuron (exact in eval mode, where samples do not interact): neurons x points forward and
 backward passes, the method's cost bound, in batches that keep the CPU busy.
 
