@@ -181,13 +181,13 @@ def visit_every_page_from_the_sidebar(app_url: str) -> tuple[list[str], list[str
 
 
 def test_every_page_reached_from_the_app_is_offline_and_complete(app_url):
-    """Zero requests leave the machine and zero 404s, on every page, navigating as a user does."""
+    """Zero requests leave the machine and no 404 of the app's files, on every page, navigating
+    as a user does."""
     outside, missing = visit_every_page_from_the_sidebar(app_url)
     assert outside == []
     # Streamlit drops a page's media files when the next page's run starts; the browser can
-    # still be fetching the left page's images then (a race, seen in CI on the Neurons page's
-    # thumbnails). Loading each page by its URL (test_no_page_calls_out_of_the_machine) checks
-    # media.
+    # still be fetching the left page's images then (a race, seen once in CI). Loading each
+    # page by its URL (test_no_page_calls_out_of_the_machine) checks media.
     assert [url for url in missing if "/media/" not in url] == []
 
 
