@@ -69,9 +69,12 @@ def bench_model(name: str, x: torch.Tensor, device: torch.device, args: argparse
         else min(args.max_neurons, model.num_features)
     )
     neurons = AllNeurons() if n == model.num_features else _first(n)
-    # Warm-up both (vmap and kernel setup) on a few neurons, outside the timings.
-    saliency_maps(model, x[:1], "embedding", _first(2), chunk_size=args.chunk_size)
-    captum_loop(model, x[:1], 2)
+    # Warm-up both outside the timings, on the batch shapes they will time: oneDNN builds its
+    # kernels per shape (ours: passes of x's images x a chunk of neurons; Captum: one image).
+    saliency_maps(
+        model, x, "embedding", _first(min(n, 32)), chunk_size=args.chunk_size, path=args.path
+    )
+    captum_loop(model, x, 2)
 
     sync(device)
     t0 = time.perf_counter()
