@@ -3,7 +3,8 @@
 A ``RunConfig`` is what the user asked (``--device auto --amp auto``); ``Runtime`` is that
 request resolved on this machine (``cuda:0``, bfloat16). Entry points resolve once with
 ``as_runtime`` and pass the ``Runtime`` down; ``as_runtime`` returns a ``Runtime`` unchanged,
-so nothing below resolves the same device twice. None of this changes a checkpoint's name.
+so nothing below resolves the same device twice. Of all this only the resolved training
+precision is part of a checkpoint's name.
 """
 
 from __future__ import annotations
@@ -17,14 +18,23 @@ from rotviz import distributed
 from rotviz.errors import RotvizError
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+# Architectures whose training step bf16 autocast speeds up on a CPU with native bf16: one
+# interleaved run of bench/train_throughput.py --precision on a 2-core AVX512-BF16/AMX Xeon
+# gave six_layer 2.0-2.5x; MobileNetV2 1.0x and EfficientNet-b0 0.6-0.8x (depthwise
+# convolutions gain nothing in bf16 there), so auto keeps those in float32.
+CPU_BF16_FASTER = frozenset({"six_layer"})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How a run executes (speed, not the recipe): not part of the checkpoint hash, recorded in the card.
+    """How a run executes (speed, not the recipe), recorded in the card; only the training
+    precision it resolves to is part of the checkpoint hash.
 
-    device: auto, cpu or cuda. amp: auto (bf16 on CUDA where supported, else off), bf16,
-    fp16 (CUDA only, with a gradient scaler) or off. compile: torch.compile the model,
+    device: auto, cpu or cuda. amp: auto (bf16 on CUDA where supported; on a CPU with native
+    bf16 for the architectures it speeds up, CPU_BF16_FASTER; else off), bf16, fp16 (CUDA
+    only, with a gradient scaler) or off. compile: torch.compile the model,
     falling back to eager with one warning where it fails. sync_bn: SyncBatchNorm across
     ranks of a torchrun job (CUDA only); by default BatchNorm statistics are per rank.
     """
@@ -40,13 +50,13 @@ class RunConfig:
         if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
             raise RotvizError(f"--device {self.device!r}: choose auto, cpu or cuda")
 
-    def card(self, device: torch.device) -> dict[str, Any]:
+    def card(self, device: torch.device, model: str | None = None) -> dict[str, Any]:
         """What the card records: the requested knobs, the device used and the resolved precision."""
-        dtype = resolve_amp(self.amp, device)
+        dtype = resolve_amp(self.amp, device, model)
         return {
             **asdict(self),
             "device_used": str(device),
-            "amp_used": "off" if dtype is None else str(dtype).removeprefix("torch."),
+            "amp_used": "off" if dtype is None else precision_name(dtype),
         }
 
 
@@ -56,11 +66,40 @@ class Runtime:
 
     config: RunConfig
     device: torch.device
-    amp_dtype: torch.dtype | None
+    amp_dtype: torch.dtype | None  # for work of no one architecture (the probe's head)
 
-    def card(self) -> dict[str, Any]:
+    def training_dtype(self, model: str) -> torch.dtype | None:
+        """The autocast dtype of training this architecture (None: float32)."""
+        return resolve_amp(self.config.amp, self.device, model)
+
+    def precision(self, model: str) -> str:
+        """The training precision of this architecture, as the store keys it."""
+        return precision_name(self.training_dtype(model))
+
+    def served_precisions(self, model: str) -> tuple[str, ...]:
+        """Precisions of a finished network this run accepts, its own first: --amp auto takes
+        any (the card says which it got); an explicit --amp only its own."""
+        own = self.precision(model)
+        return preferring(own) if self.config.amp == "auto" else (own,)
+
+    def precision_choice(self, model: str) -> str:
+        """The training precision in words, with why --amp auto chose it."""
+        dtype = self.training_dtype(model)
+        said = "float32" if dtype is None else f"{precision_name(dtype)} autocast"
+        if self.config.amp != "auto" or self.device.type != "cpu":
+            return f"{said} (--amp {self.config.amp})"
+        if dtype is not None:
+            return f"{said} (--amp auto: this CPU has native bf16 and {model} trains faster in it)"
+        why = (
+            f"{model} trains no faster in bf16 on a CPU"
+            if cpu_has_native_bf16()
+            else "this CPU has no native bf16"
+        )
+        return f"{said} (--amp auto: {why})"
+
+    def card(self, model: str | None = None) -> dict[str, Any]:
         """What a checkpoint card records of the run."""
-        return self.config.card(self.device)
+        return self.config.card(self.device, model)
 
 
 RuntimeLike = str | torch.device | RunConfig | Runtime
@@ -83,11 +122,39 @@ def resolve_device(device: str | torch.device | RunConfig = "auto") -> torch.dev
     return torch.device(device)
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --amp on this device (None: full float32)."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, Arm BF16), not by
+    emulation, which is slower than float32."""
+    try:
+        flags = torch._C._cpu._get_cpu_capability()  # private, hence the fallback below
+        return bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().split())
+    except OSError:
+        return False
+    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def preferring(precision: str) -> tuple[str, ...]:
+    """Every precision, the given one first."""
+    return (precision, *(p for p in PRECISIONS if p != precision))
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """float32 (no autocast), bfloat16 or float16."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def resolve_amp(amp: str, device: torch.device, model: str | None = None) -> torch.dtype | None:
+    """The autocast dtype for --amp on this device and architecture (None: full float32)."""
     if amp == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else None
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        cpu_bf16 = model in CPU_BF16_FASTER and cpu_has_native_bf16()
+        return torch.bfloat16 if cpu_bf16 else None
     if amp == "fp16" and device.type != "cuda":
         raise RotvizError("--amp fp16 needs CUDA; on CPU use --amp bf16 or off")
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]

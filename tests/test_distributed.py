@@ -244,7 +244,7 @@ def test_ghost_bn_oracle_with_one_share_is_the_training_loop(real_images):
     cfg = TrainConfig(epochs=2, batch_size=3)
     model = build_model("six_layer", 4, 0)
     with one_thread():
-        train(model, real_images, cfg, CPU)
+        train(model, real_images, cfg, RunConfig(device="cpu", amp="off"))  # the oracle is float32
     oracle = ghost_bn_training(real_images, cfg, world=1)
     a, b = model.state_dict(), oracle.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-7) for k in a)

@@ -81,13 +81,16 @@ def test_second_request_is_served_from_the_store(photo_folder, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("amp", ["off", "bf16"])
 def test_killed_run_resumes_from_its_last_epoch_and_ends_like_an_uninterrupted_one(
-    photo_folder, tmp_path
+    photo_folder, tmp_path, amp
 ):
+    """Bit-exact in either training precision: the resumed weights equal a clean run's."""
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [*train_args(photo_folder, store, 6), "--amp", amp]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rotviz", *train_args(photo_folder, store, 6)],
+        [sys.executable, "-m", "rotviz", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -108,17 +111,18 @@ def test_killed_run_resumes_from_its_last_epoch_and_ends_like_an_uninterrupted_o
     assert done_before < 6
     assert not list(store.glob("*.tmp"))  # no torn file left behind
 
-    resumed = run_cli(*train_args(photo_folder, store, 6))
+    resumed = run_cli(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr and f"after epoch {done_before} of 6" in resumed.stderr
     resumed_card = CheckpointStore(store).cards()[0].raw
     assert resumed_card["epochs_done"] == 6 and len(resumed_card["history"]) == 6
 
     clean = tmp_path / "clean"
-    assert run_cli(*train_args(photo_folder, clean, 6)).returncode == 0
+    assert run_cli(*train_args(photo_folder, clean, 6), "--amp", amp).returncode == 0
+    assert resumed_card["precision"] == {"off": "float32", "bf16": "bfloat16"}[amp]
     a = CheckpointStore(store).load(resumed_card["name"]).model.state_dict()
     b = CheckpointStore(clean).load(resumed_card["name"]).model.state_dict()
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_corrupt_checkpoint_is_retrained(photo_folder, tmp_path):

@@ -152,13 +152,16 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
 
 
 def add_run_options(g: argparse._ActionsContainer) -> None:
-    """Speed knobs (RunConfig): they never change the checkpoint's name, the card records them."""
+    """Speed knobs (RunConfig), recorded on the card; of them only the resolved training
+    precision is part of the checkpoint's name."""
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument(
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
         default="auto",
-        help="mixed precision (default auto: bf16 on CUDA where supported, off on CPU)",
+        help="mixed precision of training (default auto: bf16 on CUDA where supported, and on a "
+        "CPU with native bf16 for the architectures it speeds up; else float32). Part of the "
+        "network's name: an explicit --amp is served only networks trained in it",
     )
     g.add_argument(
         "--compile", action="store_true", help="torch.compile the model (falls back to eager)"
@@ -247,7 +250,7 @@ def served_train_config(
     tcfg = train_config(args)
     if args.epochs is not None:
         return tcfg
-    epochs = stored_epochs(data, tcfg, store)
+    epochs = stored_epochs(data, tcfg, store, run_config(args))
     if epochs is None:
         log(f"no --epochs and no stored network of this recipe: training {tcfg.epochs} epochs")
         return tcfg

@@ -169,6 +169,15 @@ class Card:
         return tuple(self.raw["train_config"]["rotations"])
 
     @property
+    def precision(self) -> str:
+        """The training precision (float32, bfloat16, float16); cards from before the store
+        keyed precision say it only in run.amp_used, or not at all (float32)."""
+        if "precision" in self.raw:
+            return self.raw["precision"]
+        amp = self.raw.get("run", {}).get("amp_used", "off")
+        return "float32" if amp == "off" else amp
+
+    @property
     def epochs_done(self) -> int:
         return int(self.raw.get("epochs_done", 0))
 

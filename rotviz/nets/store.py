@@ -59,9 +59,14 @@ OPT_PREFIX = "optimizer."
 PAIR_LOCK_TIMEOUT_S = 300.0
 
 
-def checkpoint_key(data: DataConfig, train: TrainConfig, fingerprint: str) -> str:
-    """The store key: data identity (no local paths), training recipe, dataset content."""
-    return stable_hash(data.identity(), train, fingerprint)
+def checkpoint_key(
+    data: DataConfig, train: TrainConfig, fingerprint: str, precision: str = "float32"
+) -> str:
+    """The store key: data identity (no local paths), training recipe, dataset content and
+    training precision (a float32 key is hashed as before precision was part of it)."""
+    if precision == "float32":
+        return stable_hash(data.identity(), train, fingerprint)
+    return stable_hash(data.identity(), train, fingerprint, {"precision": precision})
 
 
 def checkpoint_name(data: DataConfig, train: TrainConfig, key: str) -> str:

@@ -23,7 +23,7 @@ from rotviz.nets.twin import (
     describe_twin,
     random_twin_of,
 )
-from rotviz.runtime import RuntimeLike, as_runtime
+from rotviz.runtime import RuntimeLike, as_runtime, preferring
 from rotviz.scores.faithfulness import PERCENTAGES, STEPS, FaithfulnessConfig
 from rotviz.scores.metrics import parse_threshold
 from rotviz.study.consistency import consistency_run
@@ -123,9 +123,11 @@ def run_context(
 def stored_shuffled_twin(ckpt: Checkpoint, store: CheckpointStore) -> Checkpoint | None:
     """The shuffled-label network of ckpt's recipe (data randomisation), if the store has it."""
     data, cfg = ckpt.data_config, shuffled_config(ckpt.train_config)
-    return store.load(
-        checkpoint_name(data, cfg, checkpoint_key(data, cfg, ckpt.card.dataset_fingerprint))
-    )
+    for precision in preferring(ckpt.card.precision):
+        key = checkpoint_key(data, cfg, ckpt.card.dataset_fingerprint, precision)
+        if (shuffled := store.load(checkpoint_name(data, cfg, key))) is not None:
+            return shuffled
+    return None
 
 
 def run_sanity(

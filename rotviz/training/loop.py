@@ -180,7 +180,7 @@ def train(
     single-process gradient of the whole batch; epoch metrics are summed over ranks.
     """
     runtime = as_runtime(runtime)
-    device, amp_dtype = runtime.device, runtime.amp_dtype
+    device, amp_dtype = runtime.device, runtime.training_dtype(cfg.model)
     state = state or TrainState()
     world = distributed.world_size()
     net = CompiledOrEager(prepare_model(model, runtime), runtime.config.compile)

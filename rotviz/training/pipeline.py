@@ -51,18 +51,31 @@ class TrainOutcome:
     from_store: bool
 
 
+def served_names(
+    data: DataConfig, train_cfg: TrainConfig, fingerprint: str, runtime: RuntimeLike = "auto"
+) -> list[str]:
+    """The store names a request accepts, best first: its own training precision, then (under
+    --amp auto only) the others. The first is the one a new run trains under."""
+    return [
+        checkpoint_name(data, train_cfg, checkpoint_key(data, train_cfg, fingerprint, precision))
+        for precision in as_runtime(runtime).served_precisions(train_cfg.model)
+    ]
+
+
 def find_checkpoint(
-    data: DataConfig, train_cfg: TrainConfig, store: CheckpointStore
+    data: DataConfig, train_cfg: TrainConfig, store: CheckpointStore, runtime: RuntimeLike = "auto"
 ) -> tuple[str, Checkpoint | None]:
     """The store name for this request and the finished checkpoint if the store has it."""
-    ds = load_dataset(data)
-    name = checkpoint_name(
-        data, train_cfg, checkpoint_key(data, train_cfg, dataset_fingerprint(ds))
-    )
-    return name, store.load(name)
+    names = served_names(data, train_cfg, dataset_fingerprint(load_dataset(data)), runtime)
+    for name in names:
+        if (ckpt := store.load(name)) is not None:
+            return name, ckpt
+    return names[0], None
 
 
-def stored_epochs(data: DataConfig, train_cfg: TrainConfig, store: CheckpointStore) -> int | None:
+def stored_epochs(
+    data: DataConfig, train_cfg: TrainConfig, store: CheckpointStore, runtime: RuntimeLike = "auto"
+) -> int | None:
     """The most epochs of a finished checkpoint of this recipe (train_cfg at any epoch count) in
     the store(s), or None. Names are the store's own (checkpoint_key), so nothing can drift."""
     cards = store.cards()
@@ -77,7 +90,7 @@ def stored_epochs(data: DataConfig, train_cfg: TrainConfig, store: CheckpointSto
     fingerprint = dataset_fingerprint(load_dataset(data))
     for epochs in sorted(counts, reverse=True):
         cfg = dataclasses.replace(train_cfg, epochs=epochs)
-        if checkpoint_name(data, cfg, checkpoint_key(data, cfg, fingerprint)) in names:
+        if names.intersection(served_names(data, cfg, fingerprint, runtime)):
             return epochs
     return None
 
@@ -141,16 +154,20 @@ def train_or_load(
     log = log if main else quiet
     ds = load_dataset(data)
     fingerprint = dataset_fingerprint(ds)
-    key = checkpoint_key(data, train_cfg, fingerprint)
+    precision = runtime.precision(train_cfg.model)
+    key = checkpoint_key(data, train_cfg, fingerprint, precision)
     name = checkpoint_name(data, train_cfg, key)
-    if (ckpt := _load_finished(store, name)) is not None:
-        log(f"served from the store, no training: {ckpt.path}")
-        return TrainOutcome(ckpt, True)
+    accepted = served_names(data, train_cfg, fingerprint, runtime)
+    for candidate in accepted:
+        if (ckpt := _load_finished(store, candidate)) is not None:
+            log(f"served from the store, no training: {ckpt.path}{_trained_in(ckpt, precision)}")
+            return TrainOutcome(ckpt, True)
 
     with store.lock(name) if main else contextlib.nullcontext():
-        if (ckpt := _load_finished(store, name)) is not None:
-            log(f"trained meanwhile by another process, served from the store: {ckpt.path}")
-            return TrainOutcome(ckpt, True)
+        for candidate in accepted:
+            if (ckpt := _load_finished(store, candidate)) is not None:
+                log(f"trained meanwhile by another process, served from the store: {ckpt.path}")
+                return TrainOutcome(ckpt, True)
         train_split = _split(ds, data, "train", cache_dir)
         # rank 0 reads the partial checkpoint; DDP copies its weights to the other ranks and
         # the optimiser state and history travel by broadcast, so any world size resumes it
@@ -175,7 +192,8 @@ def train_or_load(
         )
         card.update(
             device=str(device),
-            run=runtime.card(),
+            run=runtime.card(train_cfg.model),
+            precision=precision,
             world_size=world,
             global_batch=train_cfg.batch_size,
             per_rank_batch=per_rank,
@@ -187,6 +205,7 @@ def train_or_load(
             f"training {train_cfg.model} on {data.dataset}: {len(train_split)} images x "
             f"{len(train_cfg.rotations)} rotations, {train_cfg.epochs} epochs, on {device}"
             + (f" x {world} ranks" if world > 1 else "")
+            + f", in {runtime.precision_choice(train_cfg.model)}"
         )
         if world > 1:
             log(
@@ -265,6 +284,11 @@ def train_or_load(
                 f"rank {distributed.rank()} cannot read the checkpoint {name} in {store.root}"
             )
         return TrainOutcome(ckpt, False)
+
+
+def _trained_in(ckpt: Checkpoint, wanted: str) -> str:
+    got = ckpt.card.precision
+    return "" if got == wanted else f" (trained in {got}; --amp auto takes either, --amp sets one)"
 
 
 def _both(*callbacks: Callable[[StepProgress], None] | None) -> Callable[[StepProgress], None]:
