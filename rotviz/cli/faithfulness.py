@@ -13,6 +13,7 @@ from rotviz import distributed
 from rotviz.attribution.methods import METHODS
 from rotviz.attribution.saliency import SaliencyConfig
 from rotviz.cli.options import (
+    add_map_options,
     add_output_options,
     checkpoint_store,
     data_config,
@@ -166,15 +167,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         f"--max-images N here explains the first N test images (default {DEFAULT_IMAGES}); "
         "the split itself is read whole"
     )
-    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
-    g.add_argument(
-        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
-    )
-    g.add_argument(
-        "--method",
-        default="saliency",
-        help=f"{', '.join(METHODS)}, a comma-separated list or all (a methods table)",
-    )
+    add_map_options(g, f"{', '.join(METHODS)}, a comma-separated list or all (a methods table)")
     g.add_argument(
         "--aggregate",
         choices=["none", "mean", "max"],

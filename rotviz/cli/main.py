@@ -21,6 +21,7 @@ from rotviz.cli import probe as probe_cli
 from rotviz.cli.options import (
     add_checkpoint_option,
     add_data_options,
+    add_map_options,
     add_output_options,
     add_run_options,
     add_store_option,
@@ -450,19 +451,6 @@ def cmd_download(args: argparse.Namespace) -> int:
     else:
         print(download.CITYSCAPES_INSTRUCTIONS)
     return 0
-
-
-def add_map_options(g: argparse._ActionsContainer) -> None:
-    """--layer, --neurons, --method: what a saliency map explains and how."""
-    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
-    g.add_argument(
-        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
-    )
-    g.add_argument(
-        "--method",
-        default="saliency",
-        help="saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -280,6 +280,20 @@ def network_command(
     return p, p.add_argument_group(name)
 
 
+def add_map_options(g: argparse._ActionsContainer, method_help: str | None = None) -> None:
+    """--layer, --neurons, --method: what a saliency map explains and how."""
+    g.add_argument("--layer", choices=["rotation", "embedding"], default="rotation")
+    g.add_argument(
+        "--neurons", default="all", help="all, predicted, true, topk:K or indices like 3,17,42"
+    )
+    g.add_argument(
+        "--method",
+        default="saliency",
+        help=method_help
+        or "saliency (the study), integrated_gradients, smoothgrad, gradcam, guided_backprop",
+    )
+
+
 def add_output_options(g: argparse._ActionsContainer, folder: str, figures: bool = True) -> None:
     """--out FOLDER and, with figures, --figure-formats."""
     g.add_argument("--out", default=folder, help=f"output folder (default {folder}/)")
