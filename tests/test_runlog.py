@@ -98,6 +98,23 @@ def test_interrupted_and_resumed_run_logs_every_epoch_once(tmp_path, small_data)
     assert [e.step for e in acc.Scalars("epoch/loss")] == [1, 2, 3]
 
 
+def test_the_test_curve_logs_each_epoch_once_and_ends_at_the_cards_accuracy(tmp_path, small_data):
+    """--test-curve: the test split's eval-mode accuracy after every epoch, across a resume; with
+    precise BN off the last point is the model the card evaluates, so the two agree."""
+    store = CheckpointStore(tmp_path / "store")
+    kw = dict(log=lambda _: None, precise_bn=0, test_curve=True)
+    with pytest.raises(Interrupted):
+        train_or_load(small_data, TRAIN, store, "cpu", on_step=interrupt_at(1, 2), **kw)
+    done = train_or_load(small_data, TRAIN, store, "cpu", **kw).checkpoint
+    folder = run_dir(store.root, done.card.name)
+    tests = [r for r in read_rows(folder) if r["kind"] == "test"]
+    assert [int(r["epoch"]) for r in tests] == [1, 2, 3]
+    assert float(tests[-1]["accuracy"]) == pytest.approx(done.card.test_accuracy())
+    if importlib.util.find_spec("tensorboard") is not None:
+        events = [(step, v) for tag, step, v in scalar_events(folder) if tag == "test/accuracy"]
+        assert sorted({step for step, _ in events}) == [1, 2, 3]
+
+
 def test_epochs_saved_but_not_logged_are_written_from_the_history(tmp_path):
     """A process killed between saving an epoch and logging it: the resumed log catches up once."""
     cfg = TrainConfig(epochs=4)

@@ -95,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log=log,
         half=args.half,
         precise_bn=precise_bn_images(args),
+        test_curve=args.test_curve,
     )
     card = outcome.checkpoint.card
     calibrated = card.test_accuracy("calibrated")

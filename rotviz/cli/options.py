@@ -149,6 +149,12 @@ def add_train_options(p: argparse.ArgumentParser, multi: bool = False) -> None:
     g.add_argument(
         "--half", action="store_true", help="store weights in float16 (loaded back as float32)"
     )
+    g.add_argument(
+        "--test-curve",
+        action="store_true",
+        help="evaluate the test split after every epoch (eval mode) into the run log "
+        "(metrics.csv kind 'test', TensorBoard test/accuracy): where training stands",
+    )
 
 
 def add_run_options(g: argparse._ActionsContainer) -> None:

@@ -135,6 +135,7 @@ def train_or_load(
     cache_dir: Path | None = None,
     half: bool = False,
     precise_bn: int | None = DEFAULT_N_IMAGES,
+    test_curve: bool = False,
 ) -> TrainOutcome:
     """Serve the checkpoint for (data, train_cfg) from the store, or train it (resuming an interrupted run).
 
@@ -145,7 +146,8 @@ def train_or_load(
     the others wait on the lock and reuse the result. runtime: a device name or a RunConfig
     (AMP, compile, SyncBatchNorm) resolved once here, or an already resolved Runtime; those
     never change the checkpoint's name. Under torchrun every rank calls this: rank 0 alone
-    holds the lock, logs and writes; all ranks train (DDP).
+    holds the lock, logs and writes; all ranks train (DDP). test_curve: also evaluate the
+    test split after every epoch (eval mode, running statistics) into the run log.
     """
     runtime = as_runtime(runtime)
     device = runtime.device
@@ -219,15 +221,22 @@ def train_or_load(
         steps = check_world(len(train_split), train_cfg.batch_size, world)
         run_log = RunLog(run_dir(store.root, name), train_cfg, state, steps, log) if main else None
 
+        test_images = _split(ds, data, "test", cache_dir).images if test_curve else None
+
         def save_epoch(state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+            if test_images is not None:  # every rank: the evaluation is sharded under torchrun
+                ev = rotation_accuracy(model, test_images, train_cfg.rotations, runtime)
             if not main:
                 return
+            if test_images is not None:
+                run_log.test(state.epochs_done, ev.accuracy)
             card.update(epochs_done=state.epochs_done, history=[vars(h) for h in state.history])
             store.write(name, model, card, partial=True, optimizer_state=optimizer.state_dict())
             run_log.epoch(state.history[-1])
             last = state.history[-1]
             log(
                 f"epoch {last.epoch}/{train_cfg.epochs}: loss {last.loss:.4f}, accuracy {last.accuracy:.1%}"
+                + (f", test {ev.accuracy:.1%} (eval mode)" if test_images is not None else "")
             )
 
         state = train(

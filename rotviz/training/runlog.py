@@ -4,7 +4,9 @@ Each run writes to `<store>/runs/<checkpoint name>/`: TensorBoard event files (o
 process that trained it) and `metrics.csv`, so `tensorboard --logdir <store>/runs` shows
 every run, trained and resumed, under its checkpoint name. Tags: `epoch/loss`,
 `epoch/accuracy`, `epoch/lr` at step = epoch (1-based), and the same under `step/` at
-step = global training step, thinned to about STEP_POINTS per epoch.
+step = global training step, thinned to about STEP_POINTS per epoch; with a test curve
+(`--test-curve`), `test/accuracy` at step = epoch: the test split's rotation accuracy in eval
+mode after each epoch (rows of kind "test", loss left empty).
 
 Resuming never logs an epoch twice: the CSV says which epochs are logged; epochs the
 checkpoint holds but the log lacks are written from its history; the steps of the
@@ -108,6 +110,14 @@ class RunLog:
             step = result.epoch * self.steps
             self._scalars("epoch", result.epoch, step, result.loss, result.accuracy, result.lr)
             self.logged.add(result.epoch)
+
+    def test(self, epoch: int, accuracy: float) -> None:
+        """Log the test accuracy after an epoch (before its epoch row: the CSV never claims more)."""
+        now = time.time()
+        if self.writer is not None:
+            self.writer.add_scalar("test/accuracy", accuracy, epoch, walltime=now)
+        row = dict(kind="test", epoch=epoch, step=epoch * self.steps, loss="", accuracy=accuracy)
+        self._write_csv([{**row, "lr": lr_at(epoch - 1, self.cfg), "wall_time": now}])
 
     def close(self) -> None:
         """Flush and close the event file."""
