@@ -13,7 +13,8 @@ from rotviz.config import DataConfig
 from rotviz.data.splits import load_split
 from rotviz.nets.evaluate import rotation_accuracy, rotation_logits
 from rotviz.nets.models import build_model
-from rotviz.nets.store import SHIPPED_STORE, CheckpointStore, load_checkpoint
+from rotviz.nets.store import SHIPPED_STORE, CheckpointStore, checkpoint_key, load_checkpoint
+from rotviz.training.runlog import read_rows, run_dir
 from tests.helpers import SHARED_DATA
 
 EXPECTED = {
@@ -44,6 +45,11 @@ def test_card_matches_weights_and_loads(card):
     assert all(p.dtype == torch.float32 for p in ckpt.model.parameters())
     card = ckpt.card
     assert card.epochs_done == ckpt.train_config.epochs
+    # the key holds the training precision the card states (float32 keys: as before precision)
+    key = checkpoint_key(
+        card.data_config, card.train_config, card.dataset_fingerprint, card.precision
+    )
+    assert key == card.key and card.precision == card.raw["precision"]
     assert card.test_accuracy("trained") > card.test_accuracy("initial")
     cmd = card.command.split()
     assert cmd[:4] == ["python", "-m", "rotviz", "train"], card.command
@@ -53,6 +59,17 @@ def test_card_matches_weights_and_loads(card):
         ("--epochs", str(ckpt.train_config.epochs)),
     ):
         assert cmd[cmd.index(flag) + 1] == value, (flag, card.command)
+
+
+@pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c.name)
+def test_each_shipped_network_carries_its_training_curve(card):
+    """metrics.csv beside the card: every epoch's training loss and test accuracy (--test-curve)."""
+    rows = read_rows(run_dir(SHIPPED_STORE, card.name))
+    epochs = list(range(1, card.epochs_done + 1))
+    assert [int(r["epoch"]) for r in rows if r["kind"] == "epoch"] == epochs
+    tests = [r for r in rows if r["kind"] == "test"]
+    assert [int(r["epoch"]) for r in tests] == epochs
+    assert max(float(r["accuracy"]) for r in tests) > 0.5
 
 
 def check_accuracy(card, root=None):
