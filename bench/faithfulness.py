@@ -18,7 +18,7 @@ forward passes and in solves, and the largest difference between the two paths' 
 
     python bench/faithfulness.py                        # 4 photos at 128 x 128, six-layer
     python bench/faithfulness.py --images 2 --size 64   # a quick smoke run
-    python bench/faithfulness.py --checkpoint checkpoints/lfw-six_layer-e4-93de6706cad954f1.json
+    python bench/faithfulness.py --checkpoint checkpoints/lfw-six_layer-e25-e6bdad5c467e6138.json
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The public API, enough for a notebook::
 
     import rotviz
-    ckpt = rotviz.load_checkpoint("demo-six_layer-e15-7b67db4588efa351")  # shipped
+    ckpt = rotviz.load_checkpoint("demo-six_layer-e100-2dd201f2a42d7756")  # shipped
     _, test = rotviz.load_split(ckpt.data_config, "test")
     run = rotviz.goodness_run(ckpt, test, rotviz.SaliencyConfig(aggregate="none"), rotviz.Absolute(8e-4))
     print(run.summary.trained.mean_q, run.summary.random.mean_q)

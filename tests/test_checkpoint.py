@@ -121,7 +121,7 @@ def test_loading_a_checkpoint_does_not_import_the_training_loop(tmp_path):
     code = (
         "import sys\n"
         "from rotviz.nets.store import load_checkpoint\n"
-        "ckpt = load_checkpoint('demo-six_layer-e15-7b67db4588efa351')\n"
+        "ckpt = load_checkpoint('demo-six_layer-e100-2dd201f2a42d7756')\n"
         "assert ckpt.rotations == (0, 1, 2, 3)\n"
         "loaded = [m for m in ('rotviz.training.loop', 'rotviz.cli.main', 'streamlit') if m in sys.modules]\n"
         "assert not loaded, loaded\n"

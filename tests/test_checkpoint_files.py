@@ -35,8 +35,8 @@ from rotviz.nets.store import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = "demo-six_layer-e15-7b67db4588efa351"
-LFW = "lfw-six_layer-e4-93de6706cad954f1"
+DEMO = "demo-six_layer-e100-2dd201f2a42d7756"
+LFW = "lfw-six_layer-e25-e6bdad5c467e6138"
 
 
 def card_for() -> tuple[str, dict]:

@@ -14,7 +14,7 @@ from rotviz.cli.main import main
 from rotviz.cli.options import say_cost
 from rotviz.nets.models import build_model
 
-DEMO = "demo-six_layer-e15-7b67db4588efa351"  # shipped
+DEMO = "demo-six_layer-e100-2dd201f2a42d7756"  # shipped
 
 
 @pytest.fixture()

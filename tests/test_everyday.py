@@ -14,15 +14,15 @@ from rotviz.cli.main import main
 from rotviz.nets.store import SHIPPED_STORE, default_store
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = "demo-six_layer-e15-7b67db4588efa351"
-LFW = "lfw-six_layer-e4-93de6706cad954f1"
+DEMO = "demo-six_layer-e100-2dd201f2a42d7756"
+LFW = "lfw-six_layer-e25-e6bdad5c467e6138"
 
 
 def test_evaluate_without_epochs_serves_the_shipped_network(tmp_path, capsys):
     out = tmp_path / "acc.json"
     assert main(["evaluate", "--dataset", "demo", "--model", "six_layer", "--json", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "serving the stored network with 15 epochs" in err
+    assert "serving the stored network with 100 epochs" in err
     assert "[rotviz] training" not in err and "no training" in err
     result = json.loads(out.read_text())
     assert result["checkpoint"] == DEMO and result["cross_dataset"] is False

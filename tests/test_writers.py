@@ -29,8 +29,8 @@ from rotviz.study.goodness import goodness_run
 from rotviz.study.probe import probe_table
 from rotviz.study.runs import run_context, run_probe, run_sanity
 
-DEMO = "demo-six_layer-e15-7b67db4588efa351"
-LFW = "lfw-six_layer-e4-93de6706cad954f1"
+DEMO = "demo-six_layer-e100-2dd201f2a42d7756"
+LFW = "lfw-six_layer-e25-e6bdad5c467e6138"
 SMALL = ["--dataset", "demo", "--max-images", "12", "--device", "cpu"]
 
 
