@@ -260,7 +260,9 @@ def test_ddp_training_equals_one_process_on_the_global_batch(photos, tmp_path):
     store, writes = tmp_path / "store", tmp_path / "writes.jsonl"
     # the training loop itself is compared: BatchNorm statistics as trained (precise BN's own
     # DDP equality is tested in tests/test_batchnorm.py)
-    args = [*folder_args(photos, store, 2, batch=7), "--no-precise-bn"]
+    # and in float32, as the oracle below (--amp auto would train the six-layer net in bf16 on
+    # a CPU with native bf16)
+    args = [*folder_args(photos, store, 2, batch=7), "--no-precise-bn", "--amp", "off"]
     res = torchrun(tmp_path, "train", *args, TEST_WRITES=str(writes))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "global batch 7 images (28 samples), per rank 4/3 images" in res.stderr
