@@ -9,6 +9,7 @@ precision is part of a checkpoint's name.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -122,6 +123,7 @@ def resolve_device(device: str | torch.device | RunConfig = "auto") -> torch.dev
     return torch.device(device)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, Arm BF16), not by
     emulation, which is slower than float32."""

@@ -125,6 +125,14 @@ def _load_finished(store: CheckpointStore, name: str) -> Checkpoint | None:
     return ckpt
 
 
+def _first_finished(store: CheckpointStore, names: list[str]) -> Checkpoint | None:
+    """The first of names (best first) whose finished checkpoint the store has, as rank 0 sees it."""
+    for name in names:
+        if (ckpt := _load_finished(store, name)) is not None:
+            return ckpt
+    return None
+
+
 def train_or_load(
     data: DataConfig,
     train_cfg: TrainConfig,
@@ -160,16 +168,14 @@ def train_or_load(
     key = checkpoint_key(data, train_cfg, fingerprint, precision)
     name = checkpoint_name(data, train_cfg, key)
     accepted = served_names(data, train_cfg, fingerprint, runtime)
-    for candidate in accepted:
-        if (ckpt := _load_finished(store, candidate)) is not None:
-            log(f"served from the store, no training: {ckpt.path}{_trained_in(ckpt, precision)}")
-            return TrainOutcome(ckpt, True)
+    if (ckpt := _first_finished(store, accepted)) is not None:
+        log(f"served from the store, no training: {ckpt.path}{_trained_in(ckpt, precision)}")
+        return TrainOutcome(ckpt, True)
 
     with store.lock(name) if main else contextlib.nullcontext():
-        for candidate in accepted:
-            if (ckpt := _load_finished(store, candidate)) is not None:
-                log(f"trained meanwhile by another process, served from the store: {ckpt.path}")
-                return TrainOutcome(ckpt, True)
+        if (ckpt := _first_finished(store, accepted)) is not None:
+            log(f"trained meanwhile by another process, served from the store: {ckpt.path}")
+            return TrainOutcome(ckpt, True)
         train_split = _split(ds, data, "train", cache_dir)
         # rank 0 reads the partial checkpoint; DDP copies its weights to the other ranks and
         # the optimiser state and history travel by broadcast, so any world size resumes it
