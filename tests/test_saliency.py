@@ -259,8 +259,18 @@ def test_fast_path_float32_default_dtype():
     assert_maps_equal(ours, ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("path", ["replicate", "vmap", "loop"])
-@pytest.mark.parametrize("arch", ["effnet", "mobilenet"])
+def fast_path_cases() -> list:
+    """Every path on EfficientNet-b0; MobileNetV2's slower loop and vmap runs are marked slow."""
+    cases = [pytest.param("effnet", p, id=f"effnet-{p}") for p in ("replicate", "vmap", "loop")]
+    cases.append(pytest.param("mobilenet", "replicate", id="mobilenet-replicate"))
+    cases += [
+        pytest.param("mobilenet", p, id=f"mobilenet-{p}", marks=pytest.mark.slow)
+        for p in ("vmap", "loop")
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("arch", "path"), fast_path_cases())
 def test_fast_path_equals_captum_timm_and_torchvision(arch, path, request):
     model = request.getfixturevalue(arch)
     x = photos(40)  # small: the definitions do not depend on the size
@@ -774,7 +784,9 @@ def gradcam_cases() -> list:
         if arch == "trained_six":
             cases.append(pytest.param(arch, "embedding", AllNeurons(), id=f"{arch}-embedding-all"))
             continue
-        cases.append(pytest.param(arch, "embedding", spread, id=f"{arch}-embedding-40"))
+        # MobileNetV2's 40-neuron run is the slowest of the default suite: effnet covers it there
+        slow = [pytest.mark.slow] if arch == "mobilenet" else []
+        cases.append(pytest.param(arch, "embedding", spread, id=f"{arch}-embedding-40", marks=slow))
         cases.append(
             pytest.param(
                 arch, "embedding", AllNeurons(), id=f"{arch}-embedding-all", marks=pytest.mark.slow
