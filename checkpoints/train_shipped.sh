@@ -8,4 +8,4 @@ set -euo pipefail
 python -m rotviz train --dataset demo --model six_layer --epochs 100 --half --test-curve
 python -m rotviz train --dataset lfw --root ../shared/data/lfw --model six_layer --epochs 25 --half --test-curve
 python -m rotviz train --dataset lfw --root ../shared/data/lfw --model mobilenet_v2 --epochs 8 --half --test-curve
-python -m rotviz train --dataset lfw --root ../shared/data/lfw --model efficientnet_b0 --epochs 6 --half --test-curve
+python -m rotviz train --dataset lfw --root ../shared/data/lfw --model efficientnet_b0 --epochs 20 --half --test-curve

@@ -106,7 +106,7 @@ RIGHT_ON_DEMO = {
     "demo-six_layer-e100-2dd201f2a42d7756": 28,
     "lfw-six_layer-e25-e6bdad5c467e6138": 12,
     "lfw-mobilenet_v2-e8-0747087aceb6a98f": 8,
-    "lfw-efficientnet_b0-e6-780b13ef1dc988bc": 4,
+    "lfw-efficientnet_b0-e20-7c345ec38be6e02d": 4,
 }
 
 
